@@ -1,0 +1,1 @@
+"""pyostree: a pure-Python OSTree client."""

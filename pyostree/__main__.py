@@ -1,0 +1,5 @@
+"""``python -m pyostree``."""
+
+from .cli import run
+
+run()

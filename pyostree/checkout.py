@@ -1,0 +1,219 @@
+"""Checking out a commit into a directory (``ostree checkout``).
+
+All filesystem operations go through directory file descriptors (``dir_fd``/``O_NOFOLLOW``), so a
+name from a dirtree, or a symlink already in the destination, can never make a checkout write
+outside its destination directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import attrs
+
+from .core import ObjectType
+from .errors import FormatError, RepoError
+from .fileio import os_error
+from .formats.content import parse_ostreemeta
+from .repo import OSTREEMETA_XATTR, Repo, RepoMode
+
+_CHUNK = 256 * 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@attrs.frozen
+class CheckoutOptions:
+    """``--user-mode``, ``--union``, ``--force-copy``, ``--require-hardlinks``, ``--subpath``."""
+
+    user_mode: bool = False
+    union: bool = False
+    force_copy: bool = False
+    require_hardlinks: bool = False
+    subpath: str | None = None
+
+
+class _Checkout:
+    def __init__(self, repo: Repo, opts: CheckoutOptions) -> None:
+        self.repo = repo
+        self.opts = opts
+        self.user_mode = opts.user_mode or os.geteuid() != 0
+        mode = repo.mode
+        self.can_link = not opts.force_copy and (
+            (mode is RepoMode.BARE and not opts.user_mode)
+            or (mode is RepoMode.BARE_USER and self.user_mode)
+            or mode is RepoMode.BARE_USER_ONLY
+        )
+        if opts.require_hardlinks and not self.can_link:
+            raise RepoError(
+                f"hardlinks are not possible from a {mode.value} repository in this mode"
+            )
+
+    # -- helpers
+
+    def _remove_existing(self, dfd: int, name: str) -> None:
+        try:
+            st = os.lstat(name, dir_fd=dfd)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise RepoError(f"cannot replace directory {name} with a file")
+        os.unlink(name, dir_fd=dfd)
+
+    def file(self, dfd: int, name: str, csum: str) -> None:
+        if self.opts.union:
+            self._remove_existing(dfd, name)
+        if self.can_link:
+            src = self.repo.object_path(ObjectType.FILE, csum)
+            if self.repo.mode is RepoMode.BARE_USER and self._bare_user_symlink(src):
+                self._symlink_from_bare_user(dfd, name, src)
+                return
+            try:
+                os.link(src, name, dst_dir_fd=dfd, follow_symlinks=False)
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and not src.exists():
+                    raise RepoError(f"missing file object {csum}") from exc
+                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                    raise
+                if self.opts.require_hardlinks:
+                    raise RepoError(f"cannot hardlink {name}: {exc.strerror}") from exc
+        header, stream = self.repo.open_content(csum)
+        if header.is_symlink:
+            os.symlink(header.symlink_target, name, dir_fd=dfd)
+            if not self.user_mode:
+                with contextlib.suppress(OSError):
+                    os.chown(name, header.uid, header.gid, dir_fd=dfd, follow_symlinks=False)
+            return
+        assert stream is not None
+        perm = header.mode & (0o775 if self.user_mode else 0o7777)
+        with stream:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=dfd)
+            try:
+                while chunk := stream.read(_CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                if not self.user_mode:
+                    os.fchown(fd, header.uid, header.gid)
+                    for xname, value in header.xattrs:
+                        with contextlib.suppress(OSError):
+                            os.setxattr(fd, xname[:-1].decode(), value)
+                os.fchmod(fd, perm)
+                os.utime(fd, ns=(0, 0))
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _bare_user_symlink(src: Path) -> bool:
+        try:
+            meta = os.getxattr(src, OSTREEMETA_XATTR, follow_symlinks=False)
+        except OSError as exc:
+            raise RepoError(f"cannot read metadata of {src}: {exc.strerror}") from exc
+        return stat.S_ISLNK(parse_ostreemeta(meta)[2])
+
+    @staticmethod
+    def _symlink_from_bare_user(dfd: int, name: str, src: Path) -> None:
+        raw = src.read_bytes()
+        if not raw.endswith(b"\0"):
+            raise FormatError(f"bare-user symlink object {src.name} lacks its NUL")
+        os.symlink(raw[:-1].decode(), name, dir_fd=dfd)
+
+    def directory(self, parent_fd: int, name: str | None, tree_csum: str, meta_csum: str,
+                  dest: Path | None = None) -> None:
+        meta = self.repo.load_dirmeta(meta_csum)
+        tree = self.repo.load_dirtree(tree_csum)
+        perm = meta.mode & (0o775 if self.user_mode else 0o7777)
+        if name is None:
+            assert dest is not None
+            try:
+                os.mkdir(dest, 0o700)
+            except FileExistsError:
+                if not self.opts.union:
+                    raise RepoError(f"destination {dest} already exists", path=str(dest)) from None
+            dfd = os.open(dest, _DIR_FLAGS)
+        else:
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                if not self.opts.union:
+                    raise
+            dfd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            for fname, fcsum in tree.files:
+                self.file(dfd, fname, fcsum)
+            for dname, dtree, dmeta in tree.dirs:
+                self.directory(dfd, dname, dtree, dmeta)
+            if not self.user_mode:
+                os.fchown(dfd, meta.uid, meta.gid)
+                for xname, value in meta.xattrs:
+                    with contextlib.suppress(OSError):
+                        os.setxattr(dfd, xname[:-1].decode(), value)
+            os.fchmod(dfd, perm)
+            os.utime(dfd, ns=(0, 0))
+        finally:
+            os.close(dfd)
+
+
+def _resolve_subpath(repo: Repo, tree: str, meta: str, subpath: str) -> tuple[str, str, str | None]:
+    """Walk ``subpath`` inside a commit: returns (tree, meta, file_csum_if_a_file)."""
+    parts = [p for p in subpath.split("/") if p and p != "."]
+    for i, part in enumerate(parts):
+        if part == "..":
+            raise RepoError(f"invalid subpath {subpath!r}")
+        dirtree = repo.load_dirtree(tree)
+        for dname, dt, dm in dirtree.dirs:
+            if dname == part:
+                tree, meta = dt, dm
+                break
+        else:
+            for fname, fcsum in dirtree.files:
+                if fname == part and i == len(parts) - 1:
+                    return tree, meta, fcsum
+            raise RepoError(f"no such file or directory: {subpath}")
+    return tree, meta, None
+
+
+def checkout(
+    repo: Repo, rev: str, dest: str | os.PathLike[str], options: CheckoutOptions | None = None
+) -> str:
+    """Check out ``rev`` into ``dest`` (which must not exist, unless ``union``). Returns the commit.
+
+    On failure a new destination is removed again, so nothing half-written is left behind.
+    """
+    opts = options or CheckoutOptions()
+    csum = repo.resolve_rev(rev)
+    assert csum is not None
+    target = Path(dest)
+    existed = os.path.lexists(target)
+    if existed and not opts.union:
+        raise RepoError(f"destination {target} already exists", path=str(target))
+    try:
+        commit = repo.load_commit(csum)
+        tree, meta = commit.root_tree, commit.root_meta
+        work = _Checkout(repo, opts)
+        if opts.subpath:
+            tree, meta, file_csum = _resolve_subpath(repo, tree, meta, opts.subpath)
+            if file_csum is not None:
+                os.makedirs(target, exist_ok=True)
+                dfd = os.open(target, _DIR_FLAGS)
+                try:
+                    work.file(dfd, opts.subpath.rstrip("/").split("/")[-1], file_csum)
+                finally:
+                    os.close(dfd)
+                return csum
+        work.directory(-1, None, tree, meta, dest=target)
+    except BaseException as exc:
+        if not existed:
+            shutil.rmtree(target, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise os_error(exc, f"checking out into {target}") from exc
+        if isinstance(exc, FormatError):
+            raise
+        raise
+    return csum

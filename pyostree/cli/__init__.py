@@ -1,0 +1,86 @@
+"""The ``pyostree`` command line: ostree's commands and options, as a thin layer over the library.
+
+Every command is ``run(args) -> int``; library errors become one ``error: ...`` line on stderr and
+a non-zero exit code, never a traceback (set ``PYOSTREE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Sequence
+
+from ..errors import PyOstreeError
+from . import admin_cmds, delta_cmds, remote_cmds, repo_cmds, sign_cmds, tool_cmds
+from .common import CommandError
+
+_MODULES = (repo_cmds, remote_cmds, delta_cmds, sign_cmds, admin_cmds, tool_cmds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyostree",
+        description="A pure-Python OSTree client: repositories, pull, static deltas, "
+        "deployments and an updater. Commands and options follow the ostree command line.",
+    )
+    parser.add_argument("--repo", metavar="PATH", help="path to the OSTree repository "
+                        "(default: the current directory if it is a repo, $OSTREE_REPO, "
+                        "or /ostree/repo)")
+    parser.add_argument("--version", action="version", version="pyostree 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _MODULES:
+        module.register(sub)
+    return parser
+
+
+def _report(message: str) -> None:
+    line = " ".join(str(message).split()) or "unknown error"
+    print(f"error: {line}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(os.environ.get("PYOSTREE_DEBUG"))
+    try:
+        code: int = args.func(args)
+        return code
+    except CommandError as exc:
+        _report(str(exc))
+        return exc.exit_code
+    except PyOstreeError as exc:
+        if debug:
+            raise
+        _report(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _report("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 141
+    except OSError as exc:
+        if debug:
+            raise
+        if exc.errno == errno.ENOSPC:
+            _report(f"no space left on device: {exc.filename or ''}")
+            return 5
+        _report(f"{exc.strerror or exc}: {exc.filename or ''}")
+        return 1
+    except Exception as exc:  # last resort: no tracebacks for users
+        if debug:
+            raise
+        _report(f"internal error: {type(exc).__name__}: {exc}")
+        return 70
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+def update_main(argv: Sequence[str] | None = None) -> int:
+    """``pyostree-update``: the same as ``pyostree update``."""
+    return main(["update", *(sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,55 @@
+"""Helpers shared by the command modules: repository lookup, output and argument types."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import PyOstreeError
+from ..repo import Repo, open_repo
+
+
+class CommandError(PyOstreeError):
+    """A usage error found by a command (exit code 1, like ostree)."""
+
+
+def add_repo_option(parser: argparse.ArgumentParser) -> None:
+    """``--repo`` is accepted before or after the subcommand, as ostree does."""
+    parser.add_argument("--repo", metavar="PATH", default=argparse.SUPPRESS,
+                        help="path to the OSTree repository")
+
+
+def repo_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "repo", None):
+        return Path(args.repo)
+    cwd = Path.cwd()
+    if (cwd / "objects").is_dir() and (cwd / "config").is_file():
+        return cwd
+    env = os.environ.get("OSTREE_REPO")
+    if env:
+        return Path(env)
+    sysroot = getattr(args, "sysroot", None) or "/"
+    return Path(sysroot) / "ostree" / "repo"
+
+
+def get_repo(args: argparse.Namespace) -> Repo:
+    return open_repo(repo_path(args))
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def command(sub: Any, name: str, func: Any, help_text: str, *,
+            aliases: tuple[str, ...] = (), repo: bool = True) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text,
+                                                     description=help_text, aliases=aliases)
+    if repo:
+        add_repo_option(parser)
+    parser.set_defaults(func=func)
+    return parser

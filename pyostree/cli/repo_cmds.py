@@ -1,0 +1,439 @@
+"""Offline repository commands: init, commit, refs, rev-parse, log, show, ls, cat, checkout,
+fsck, prune, config."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import stat
+import sys
+from typing import Any
+
+from .. import gvariant as gv
+from ..checkout import CheckoutOptions, checkout
+from ..commit import CommitOptions, commit_tree, parse_timestamp
+from ..core import ObjectType
+from ..errors import RefNotFoundError, RepoError
+from ..formats.objects import Commit
+from ..gvtext import format_variant
+from ..maintenance import fsck, prune
+from ..repo import Repo, RepoMode
+from .common import CommandError, command, get_repo, print_json, repo_path
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "init", cmd_init, "Initialize a new empty repository")
+    p.add_argument("--mode", default="bare",
+                   choices=["bare", "bare-user", "bare-user-only", "archive", "archive-z2"],
+                   help="repository mode (default: bare)")
+    p.add_argument("--collection-id", help="globally unique ID for this repository")
+
+    p = command(sub, "commit", cmd_commit, "Commit a new revision from a directory")
+    p.add_argument("-b", "--branch", help="branch (ref) to update")
+    p.add_argument("-s", "--subject", default="", help="one-line subject")
+    p.add_argument("-m", "--body", default="", help="full description")
+    p.add_argument("--tree", action="append", default=[], metavar="dir=PATH",
+                   help="tree to commit (dir=PATH)")
+    p.add_argument("--timestamp", help="override the timestamp (@EPOCH or ISO 8601)")
+    p.add_argument("--parent", help="parent commit (or 'none')")
+    p.add_argument("--orphan", action="store_true", help="create a commit without a parent")
+    p.add_argument("--owner-uid", type=int, help="set file ownership uid")
+    p.add_argument("--owner-gid", type=int, help="set file ownership gid")
+    p.add_argument("--canonical-permissions", action="store_true",
+                   help="uid/gid 0 and permissions masked with 0755, as bare-user-only does")
+    p.add_argument("--no-xattrs", action="store_true", help="do not import extended attributes")
+    p.add_argument("--no-bindings", action="store_true",
+                   help="do not add the ostree.ref-binding metadata")
+    p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE",
+                   help="add a string metadata key (repeatable)")
+    p.add_argument("--add-metadata", action="append", default=[], metavar="KEY=VALUE",
+                   help="add a metadata key; the value is a string here")
+    p.add_argument("path", nargs="?", help="directory to commit")
+
+    p = command(sub, "refs", cmd_refs, "List, create or delete refs")
+    p.add_argument("prefix", nargs="?", help="only refs starting with this")
+    p.add_argument("--list", action="store_true", help="list refs (the default)")
+    p.add_argument("--delete", action="store_true", help="delete the refs matching PREFIX")
+    p.add_argument("--create", metavar="NEWREF", help="create NEWREF pointing at PREFIX's commit")
+    p.add_argument("--revision", "-r", action="store_true", help="show the commit of each ref")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = command(sub, "rev-parse", cmd_rev_parse, "Output the commit a rev resolves to")
+    p.add_argument("rev")
+
+    p = command(sub, "log", cmd_log, "Show the log of a branch")
+    p.add_argument("rev")
+    p.add_argument("--raw", action="store_true", help="show raw variant data")
+
+    p = command(sub, "show", cmd_show, "Show a commit")
+    p.add_argument("rev")
+    p.add_argument("--print-metadata-key", metavar="KEY")
+    p.add_argument("--print-detached-metadata-key", metavar="KEY")
+    p.add_argument("--raw", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = command(sub, "ls", cmd_ls, "List files in a commit")
+    p.add_argument("rev")
+    p.add_argument("paths", nargs="*", default=["/"])
+    p.add_argument("-R", "--recursive", action="store_true")
+    p.add_argument("-C", "--checksum", action="store_true", help="show object checksums")
+    p.add_argument("-X", "--xattrs", action="store_true", help="show extended attributes")
+    p.add_argument("-d", "--dironly", action="store_true", help="do not list directory contents")
+    p.add_argument("--nul-filenames-only", action="store_true")
+
+    p = command(sub, "cat", cmd_cat, "Print the contents of files in a commit")
+    p.add_argument("rev")
+    p.add_argument("paths", nargs="+")
+
+    p = command(sub, "checkout", cmd_checkout, "Check out a commit into a directory")
+    p.add_argument("rev")
+    p.add_argument("destination", nargs="?")
+    p.add_argument("-U", "--user-mode", action="store_true",
+                   help="do not change file ownership or set xattrs")
+    p.add_argument("--union", action="store_true", help="overwrite existing files")
+    p.add_argument("--subpath", help="check out only this subdirectory or file")
+    p.add_argument("-C", "--force-copy", action="store_true", help="never hardlink")
+    p.add_argument("-H", "--require-hardlinks", action="store_true",
+                   help="fail if hardlinking is not possible")
+
+    p = command(sub, "fsck", cmd_fsck, "Check the repository for consistency")
+    p.add_argument("--delete", action="store_true", help="remove corrupted objects")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+    p = command(sub, "prune", cmd_prune, "Delete unreachable objects")
+    p.add_argument("--refs-only", action="store_true", help="only keep what refs reach")
+    p.add_argument("--depth", type=int, default=-1, help="keep only DEPTH parents of each ref")
+    p.add_argument("--no-prune", action="store_true", help="only report what would be deleted")
+    p.add_argument("--delete-commit", metavar="COMMIT", help="delete this commit")
+
+    p = command(sub, "config", cmd_config, "Get or set repository configuration")
+    p.add_argument("action", choices=["get", "set", "unset"])
+    p.add_argument("key", help="SECTION.KEY, e.g. core.mode or 'remote \"origin\".url'")
+    p.add_argument("value", nargs="?")
+    p.add_argument("--group", help="the group, when KEY is a plain key")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    Repo.create(repo_path(args), RepoMode.parse(args.mode), collection_id=args.collection_id)
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    src = args.path
+    for tree in args.tree:
+        kind, _, value = tree.partition("=")
+        if kind != "dir":
+            raise CommandError(f"unsupported --tree kind {kind!r} (only dir= is supported)")
+        src = value
+    if not src:
+        raise CommandError("a directory to commit is required (PATH or --tree=dir=PATH)")
+    metadata: dict[str, gv.Variant] = {}
+    for item in [*args.add_metadata_string, *args.add_metadata]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"bad metadata {item!r}, expected KEY=VALUE")
+        metadata[key] = gv.Variant("s", value)
+    parent = None
+    orphan = args.orphan
+    if args.parent:
+        if args.parent == "none":
+            orphan = True
+        else:
+            parent = repo.resolve_rev(args.parent)
+    csum = commit_tree(
+        repo, src, branch=args.branch, subject=args.subject, body=args.body,
+        timestamp=parse_timestamp(args.timestamp) if args.timestamp else None,
+        parent=parent, orphan=orphan, metadata=metadata, bindings=not args.no_bindings,
+        options=CommitOptions(owner_uid=args.owner_uid, owner_gid=args.owner_gid,
+                              canonical_permissions=args.canonical_permissions,
+                              no_xattrs=args.no_xattrs),
+    )
+    print(csum)
+    return 0
+
+
+def cmd_refs(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    if args.create:
+        if not args.prefix:
+            raise CommandError("--create needs an existing ref or commit as argument")
+        if repo.read_ref(args.create) is not None:
+            raise CommandError(f"ref {args.create} already exists")
+        repo.set_ref(args.create, repo.resolve_rev(args.prefix))
+        return 0
+    refs = repo.list_refs(args.prefix)
+    if args.delete:
+        if not args.prefix:
+            raise CommandError("--delete needs a ref prefix")
+        if not refs:
+            raise RefNotFoundError(f"no refs match {args.prefix}")
+        for name in refs:
+            repo.set_ref(name, None)
+        return 0
+    if args.json:
+        print_json(refs)
+        return 0
+    for name, csum in refs.items():
+        print(f"{name} {csum}" if args.revision else name)
+    return 0
+
+
+def cmd_rev_parse(args: argparse.Namespace) -> int:
+    print(get_repo(args).resolve_rev(args.rev))
+    return 0
+
+
+def _date(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S +0000")
+
+
+def _print_commit(csum: str, commit: Commit) -> None:
+    print(f"commit {csum}")
+    if commit.parent:
+        print(f"Parent:  {commit.parent}")
+    print(f"ContentChecksum:  {commit.content_checksum}")
+    print(f"Date:  {_date(commit.timestamp)}")
+    if commit.version:
+        print(f"Version: {commit.version}")
+    print()
+    if commit.subject:
+        print(f"    {commit.subject}")
+        print()
+    if commit.body:
+        for line in commit.body.splitlines():
+            print(f"    {line}")
+        print()
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    csum: str | None = repo.resolve_rev(args.rev)
+    while csum is not None:
+        if not repo.has_object(ObjectType.COMMIT, csum):
+            print("<< History beyond this commit not fetched >>")
+            break
+        commit = repo.load_commit(csum)
+        _print_commit(csum, commit)
+        csum = commit.parent
+    return 0
+
+
+def commit_json(repo: Repo, csum: str, commit: Commit) -> dict[str, Any]:
+    return {
+        "commit": csum,
+        "parent": commit.parent,
+        "subject": commit.subject,
+        "body": commit.body,
+        "timestamp": commit.timestamp,
+        "version": commit.version,
+        "content-checksum": commit.content_checksum,
+        "root-tree": commit.root_tree,
+        "root-meta": commit.root_meta,
+        "metadata": {k: format_variant(v.type, v.value) for k, v in commit.metadata.items()},
+        "partial": repo.is_partial(csum),
+    }
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    csum = repo.resolve_rev(args.rev)
+    assert csum is not None
+    commit = repo.load_commit(csum)
+    if args.print_metadata_key:
+        variant = commit.metadata.get(args.print_metadata_key)
+        if variant is None:
+            raise CommandError(f"no such metadata key '{args.print_metadata_key}'")
+        print(format_variant(variant.type, variant.value, annotate=False))
+        return 0
+    if args.print_detached_metadata_key:
+        detached = repo.load_detached_metadata(csum) or {}
+        variant = detached.get(args.print_detached_metadata_key)
+        if variant is None:
+            raise CommandError(f"no such detached metadata key "
+                               f"'{args.print_detached_metadata_key}'")
+        print(format_variant(variant.type, variant.value, annotate=False))
+        return 0
+    if args.json:
+        print_json(commit_json(repo, csum, commit))
+        return 0
+    if args.raw:
+        print(format_variant("(a{sv}aya(say)sstayay)", gv.decode(
+            "(a{sv}aya(say)sstayay)", commit.to_bytes())))
+        return 0
+    _print_commit(csum, commit)
+    return 0
+
+
+def _mode_char(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "d"
+    if stat.S_ISLNK(mode):
+        return "l"
+    return "-"
+
+
+def _ls_line(path: str, mode: int, uid: int, gid: int, size: int, csum: str | None,
+             xattrs: Any, target: str, args: argparse.Namespace) -> None:
+    if args.nul_filenames_only:
+        sys.stdout.write(path + "\0")
+        return
+    parts = f"{_mode_char(mode)}0{mode & 0o7777:04o} {uid} {gid} {size:6d} "
+    if args.checksum and csum:
+        parts += f"{csum} "
+    if args.xattrs:
+        parts += "{ " + format_variant("a(ayay)", list(xattrs)) + " } "
+    parts += path
+    if target:
+        parts += f" -> {target}"
+    print(parts)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    csum = repo.resolve_rev(args.rev)
+    assert csum is not None
+    commit = repo.load_commit(csum)
+
+    def list_dir(path: str, tree_csum: str, meta_csum: str, recurse: bool) -> None:
+        tree = repo.load_dirtree(tree_csum)
+        base = path.rstrip("/")
+        for name, fcsum in tree.files:
+            header = repo.read_content_header(fcsum)
+            _ls_line(f"{base}/{name}", header.mode, header.uid, header.gid, header.size, fcsum,
+                     header.xattrs, header.symlink_target, args)
+        for name, dtree, dmeta in tree.dirs:
+            meta = repo.load_dirmeta(dmeta)
+            _ls_line(f"{base}/{name}", meta.mode, meta.uid, meta.gid, 0, dtree, meta.xattrs, "",
+                     args)
+            if recurse:
+                list_dir(f"{base}/{name}", dtree, dmeta, True)
+
+    for path in args.paths:
+        tree, meta, fcsum, name = _lookup(repo, commit, path)
+        if fcsum is not None:
+            header = repo.read_content_header(fcsum)
+            _ls_line(name, header.mode, header.uid, header.gid, header.size, fcsum,
+                     header.xattrs, header.symlink_target, args)
+            continue
+        dmeta = repo.load_dirmeta(meta)
+        _ls_line(name, dmeta.mode, dmeta.uid, dmeta.gid, 0, tree, dmeta.xattrs, "", args)
+        if not args.dironly:
+            list_dir(name, tree, meta, args.recursive)
+    return 0
+
+
+def _lookup(repo: Repo, commit: Commit, path: str) -> tuple[str, str, str | None, str]:
+    parts = [p for p in path.split("/") if p and p != "."]
+    tree, meta = commit.root_tree, commit.root_meta
+    for i, part in enumerate(parts):
+        dirtree = repo.load_dirtree(tree)
+        for name, dtree, dmeta in dirtree.dirs:
+            if name == part:
+                tree, meta = dtree, dmeta
+                break
+        else:
+            for name, fcsum in dirtree.files:
+                if name == part and i == len(parts) - 1:
+                    return tree, meta, fcsum, "/" + "/".join(parts)
+            raise RepoError(f"no such file or directory: {path}")
+    return tree, meta, None, "/" + "/".join(parts)
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    csum = repo.resolve_rev(args.rev)
+    assert csum is not None
+    commit = repo.load_commit(csum)
+    out = sys.stdout.buffer
+    for path in args.paths:
+        _, _, fcsum, _ = _lookup(repo, commit, path)
+        if fcsum is None:
+            raise RepoError(f"{path} is a directory")
+        header, stream = repo.open_content(fcsum)
+        if stream is None:
+            raise RepoError(f"{path} is a symbolic link")
+        with stream:
+            shutil.copyfileobj(stream, out)
+    out.flush()
+    return 0
+
+
+def cmd_checkout(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    dest = args.destination or args.rev
+    checkout(repo, args.rev, dest, CheckoutOptions(
+        user_mode=args.user_mode, union=args.union, force_copy=args.force_copy,
+        require_hardlinks=args.require_hardlinks, subpath=args.subpath))
+    return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    say = (lambda *a: None) if args.quiet else print
+    say("Validating refs...")
+    say("Enumerating commits...")
+    with repo.lock(exclusive=args.delete):
+        result = fsck(repo, delete=args.delete)
+    say(f"Verifying content integrity of {result.commits} commit objects...")
+    for partial in result.partial:
+        say(f"Commit {partial} is partial")
+    if result.errors:
+        for err in result.errors[:50]:
+            print(f"error: {err}", file=sys.stderr)
+        if args.delete:
+            print(f"Deleted {result.deleted} corrupted objects", file=sys.stderr)
+        print(f"error: {len(result.errors)} fsck errors in {result.objects} objects",
+              file=sys.stderr)
+        return 1
+    say(f"object fsck of {result.commits} commits completed successfully - no errors found.")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    delete_commit = repo.resolve_rev(args.delete_commit) if args.delete_commit else None
+    result = prune(repo, depth=args.depth, refs_only=True, dry_run=args.no_prune,
+                   delete_commit=delete_commit)
+    print(f"Total objects: {result.total}")
+    if result.deleted:
+        print(f"Deleted {result.deleted} objects, {result.freed} bytes freed")
+    else:
+        print("No unreachable objects")
+    return 0
+
+
+def _config_key(args: argparse.Namespace) -> tuple[str, str]:
+    if args.group:
+        return args.group, args.key
+    group, sep, key = args.key.rpartition(".")
+    if not sep:
+        raise CommandError("KEY must be SECTION.KEY")
+    return group, key
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    group, key = _config_key(args)
+    if args.action == "get":
+        value = repo.config.get(group, key, None)
+        if value is None:
+            raise CommandError(f"key {key} not found in group {group}")
+        print(value)
+        return 0
+    if args.action == "set":
+        if args.value is None:
+            raise CommandError("set needs a VALUE")
+        repo.config.set(group, key, args.value)
+    else:
+        repo.config.remove_key(group, key)
+    with repo.lock():
+        repo.save_config()
+    return 0
+
+
+def ensure_dir(path: str) -> None:
+    os.makedirs(path, exist_ok=True)

@@ -1,0 +1,225 @@
+"""Content (file) objects: headers, the checksum stream, archive ``.filez`` and bare-user meta.
+
+The checksum of a content object is sha256 over ``BE u32 len | 4 zero bytes | (uuuusa(ayay))``
+followed by the file data. Archive objects store ``(tuuuusa(ayay))`` (with the size) and a raw
+deflate body. Everything here works on bytes and incremental state; callers stream the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import struct
+import zlib
+from collections.abc import Iterable
+
+import attrs
+
+from .. import gvariant as gv
+from ..errors import FormatError
+from .objects import Xattrs, validate_xattrs
+
+FILE_HEADER_TYPE = "(uuuusa(ayay))"
+ARCHIVE_HEADER_TYPE = "(tuuuusa(ayay))"
+OSTREEMETA_TYPE = "(uuua(ayay))"
+ARCHIVE_COMPRESSION_LEVEL = 6
+MAX_HEADER_SIZE = 10 * 1024 * 1024
+_ALLOWED_MODE_BITS = stat.S_IFMT(0o170000) | 0o7777
+
+
+@attrs.frozen
+class FileHeader:
+    """Metadata of a content object. ``size`` is the data length (0 for symlinks)."""
+
+    uid: int
+    gid: int
+    mode: int
+    symlink_target: str = ""
+    xattrs: Xattrs = ()
+    size: int = 0
+    rdev: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        validate_mode(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    def checksum_header(self) -> bytes:
+        """The framed header that starts the checksum stream."""
+        body = gv.encode(
+            FILE_HEADER_TYPE,
+            (
+                gv.swap32(self.uid),
+                gv.swap32(self.gid),
+                gv.swap32(self.mode),
+                gv.swap32(self.rdev),
+                self.symlink_target,
+                list(self.xattrs),
+            ),
+        )
+        return struct.pack(">I", len(body)) + b"\0\0\0\0" + body
+
+    def archive_header(self) -> bytes:
+        """The framed header of a ``.filez`` object."""
+        body = gv.encode(
+            ARCHIVE_HEADER_TYPE,
+            (
+                gv.swap64(self.size),
+                gv.swap32(self.uid),
+                gv.swap32(self.gid),
+                gv.swap32(self.mode),
+                gv.swap32(self.rdev),
+                self.symlink_target,
+                list(self.xattrs),
+            ),
+        )
+        return struct.pack(">I", len(body)) + b"\0\0\0\0" + body
+
+    def ostreemeta(self) -> bytes:
+        """The ``user.ostreemeta`` xattr value of a bare-user object."""
+        return gv.encode(
+            OSTREEMETA_TYPE,
+            (gv.swap32(self.uid), gv.swap32(self.gid), gv.swap32(self.mode), list(self.xattrs)),
+        )
+
+
+def validate_mode(mode: int) -> None:
+    if mode & ~_ALLOWED_MODE_BITS or not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise FormatError(f"invalid content object mode {mode:o}")
+
+
+def _frame_length(data: bytes) -> int:
+    if len(data) < 8:
+        raise FormatError("truncated content object header")
+    (length,) = struct.unpack_from(">I", data)
+    if data[4:8] != b"\0\0\0\0":
+        raise FormatError("content object header padding is not zero")
+    if length > MAX_HEADER_SIZE:
+        raise FormatError("content object header too large")
+    return length
+
+
+def _check_symlink(mode: int, target: str, size: int) -> None:
+    if stat.S_ISLNK(mode):
+        if not target:
+            raise FormatError("symlink object without a target")
+        if size:
+            raise FormatError("symlink object with data")
+    elif target:
+        raise FormatError("regular file object with a symlink target")
+
+
+def archive_header_length(prefix: bytes) -> int:
+    """Total bytes (frame + header) of an archive header, from at least its first 8 bytes."""
+    return 8 + _frame_length(prefix)
+
+
+def parse_archive_header(data: bytes) -> tuple[FileHeader, int]:
+    """Parse a ``.filez`` header; return it and the offset where the deflate body starts."""
+    length = _frame_length(data)
+    if len(data) < 8 + length:
+        raise FormatError("truncated archive content header")
+    size, uid, gid, mode, rdev, target, xattrs = gv.decode(
+        ARCHIVE_HEADER_TYPE, data[8 : 8 + length]
+    )
+    mode = gv.swap32(mode)
+    validate_mode(mode)
+    rdev = gv.swap32(rdev)
+    if rdev:
+        raise FormatError("content object with a device number")
+    size = gv.swap64(size)
+    _check_symlink(mode, target, size)
+    header = FileHeader(
+        gv.swap32(uid), gv.swap32(gid), mode, target, validate_xattrs(xattrs), size
+    )
+    return header, 8 + length
+
+
+def parse_file_header(data: bytes) -> tuple[FileHeader, int]:
+    """Parse a checksum-stream (``bare`` ``.file`` in some tools) header; return it and its end."""
+    length = _frame_length(data)
+    if len(data) < 8 + length:
+        raise FormatError("truncated content header")
+    uid, gid, mode, rdev, target, xattrs = gv.decode(FILE_HEADER_TYPE, data[8 : 8 + length])
+    mode = gv.swap32(mode)
+    validate_mode(mode)
+    if gv.swap32(rdev):
+        raise FormatError("content object with a device number")
+    _check_symlink(mode, target, 0)
+    return FileHeader(gv.swap32(uid), gv.swap32(gid), mode, target, validate_xattrs(xattrs)), (
+        8 + length
+    )
+
+
+def parse_ostreemeta(data: bytes) -> tuple[int, int, int, Xattrs]:
+    """The ``user.ostreemeta`` xattr: uid, gid, mode, xattrs."""
+    uid, gid, mode, xattrs = gv.decode(OSTREEMETA_TYPE, data)
+    mode = gv.swap32(mode)
+    validate_mode(mode)
+    return gv.swap32(uid), gv.swap32(gid), mode, validate_xattrs(xattrs)
+
+
+class ContentHasher:
+    """Incremental content checksum: feed the header, then the data chunks."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, header: FileHeader) -> None:
+        self._hash = hashlib.sha256(header.checksum_header())
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._hash.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def content_checksum(header: FileHeader, chunks: Iterable[bytes] = ()) -> str:
+    hasher = ContentHasher(header)
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def new_compressor() -> zlib._Compress:
+    """Raw deflate as libostree writes archive bodies (byte-identical output)."""
+    return zlib.compressobj(ARCHIVE_COMPRESSION_LEVEL, zlib.DEFLATED, -15)
+
+
+class ArchiveInflater:
+    """Inflate a ``.filez`` body incrementally with a hard cap on the output size."""
+
+    __slots__ = ("_dec", "_expected", "produced")
+
+    def __init__(self, expected_size: int) -> None:
+        self._dec = zlib.decompressobj(-15)
+        self._expected = expected_size
+        self.produced = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._dec.eof:
+            if chunk:
+                raise FormatError("trailing data after compressed file content")
+            return b""
+        try:
+            out = self._dec.decompress(chunk, self._expected - self.produced + 1)
+        except zlib.error as exc:
+            raise FormatError(f"corrupt compressed file content: {exc}") from exc
+        if self._dec.unconsumed_tail and not self._dec.eof:
+            raise FormatError("compressed file content is larger than its header says")
+        self.produced += len(out)
+        if self.produced > self._expected:
+            raise FormatError("compressed file content is larger than its header says")
+        if self._dec.eof and self._dec.unused_data:
+            raise FormatError("trailing data after compressed file content")
+        return out
+
+    def finish(self) -> None:
+        if not self._dec.eof:
+            raise FormatError("truncated compressed file content")
+        if self.produced != self._expected:
+            raise FormatError(
+                f"compressed file content has {self.produced} bytes, header says {self._expected}"
+            )

@@ -1,0 +1,253 @@
+"""Metadata objects: commit, dirtree, dirmeta, detached metadata and tombstones.
+
+Each class is frozen; ``from_bytes`` validates strictly (normal form, checksum lengths, file names,
+sorting) and ``to_bytes`` gives the exact normal-form bytes back. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .. import gvariant as gv
+from ..core import checksum_from_bytes, checksum_to_bytes, validate_filename
+from ..errors import FormatError
+
+COMMIT_TYPE = "(a{sv}aya(say)sstayay)"
+DIRTREE_TYPE = "(a(say)a(sayay))"
+DIRMETA_TYPE = "(uuua(ayay))"
+METADATA_TYPE = "a{sv}"
+
+Xattrs = tuple[tuple[bytes, bytes], ...]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def validate_xattrs(xattrs: Any) -> Xattrs:
+    """xattrs as ``a(ayay)``: names carry their NUL, sorted by name, unique, non-empty."""
+    result = tuple((bytes(k), bytes(v)) for k, v in xattrs)
+    prev = None
+    for name, _ in result:
+        if len(name) < 2 or not name.endswith(b"\0") or b"\0" in name[:-1]:
+            raise FormatError(f"invalid xattr name {name!r}")
+        if prev is not None and name <= prev:
+            raise FormatError("xattrs are not sorted and unique")
+        prev = name
+    return result
+
+
+def sort_xattrs(xattrs: Any) -> Xattrs:
+    """Normalise xattrs from the filesystem: add the NUL, sort by name."""
+    items = []
+    for name, value in xattrs:
+        raw = name.encode() if isinstance(name, str) else bytes(name)
+        if not raw.endswith(b"\0"):
+            raw += b"\0"
+        items.append((raw, bytes(value)))
+    return validate_xattrs(sorted(items))
+
+
+def _metadata(value: Any) -> dict[str, gv.Variant]:
+    for key in value:
+        if not key:
+            raise FormatError("empty metadata key")
+    return dict(value)
+
+
+@attrs.frozen
+class Commit:
+    """A commit object ``(a{sv}aya(say)sstayay)``; timestamps are native ints."""
+
+    metadata: Mapping[str, gv.Variant]
+    parent: str | None
+    related: tuple[tuple[str, str], ...]
+    subject: str
+    body: str
+    timestamp: int
+    root_tree: str
+    root_meta: str
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Commit:
+        meta, parent, related, subject, body, ts, tree, dmeta = gv.decode(COMMIT_TYPE, data)
+        if parent and len(parent) != 32:
+            raise FormatError(f"invalid parent checksum of length {len(parent)}")
+        return cls(
+            metadata=_metadata(meta),
+            parent=parent.hex() if parent else None,
+            related=tuple((validate_filename(n), checksum_from_bytes(c)) for n, c in related),
+            subject=subject,
+            body=body,
+            timestamp=gv.swap64(ts),
+            root_tree=checksum_from_bytes(tree),
+            root_meta=checksum_from_bytes(dmeta),
+        )
+
+    def to_bytes(self) -> bytes:
+        return gv.encode(
+            COMMIT_TYPE,
+            (
+                dict(self.metadata),
+                checksum_to_bytes(self.parent) if self.parent else b"",
+                [(n, checksum_to_bytes(c)) for n, c in self.related],
+                self.subject,
+                self.body,
+                gv.swap64(self.timestamp),
+                checksum_to_bytes(self.root_tree),
+                checksum_to_bytes(self.root_meta),
+            ),
+        )
+
+    @property
+    def checksum(self) -> str:
+        return sha256_hex(self.to_bytes())
+
+    @property
+    def content_checksum(self) -> str:
+        """sha256(tree ‖ meta): what ``ostree log`` and ``show`` call the content checksum."""
+        return sha256_hex(checksum_to_bytes(self.root_tree) + checksum_to_bytes(self.root_meta))
+
+    def get(self, key: str) -> Any:
+        """The unboxed value of a metadata key, or None."""
+        variant = self.metadata.get(key)
+        return variant.value if variant is not None else None
+
+    @property
+    def version(self) -> str | None:
+        value = self.get("version")
+        return value if isinstance(value, str) else None
+
+    @property
+    def ref_bindings(self) -> list[str] | None:
+        value = self.get("ostree.ref-binding")
+        return list(value) if isinstance(value, list) else None
+
+
+@attrs.frozen
+class DirTree:
+    """A directory listing ``(a(say)a(sayay))``; names sorted, unique and safe."""
+
+    files: tuple[tuple[str, str], ...]
+    dirs: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DirTree:
+        files_raw, dirs_raw = gv.decode(DIRTREE_TYPE, data)
+        files = tuple(
+            (validate_filename(name), checksum_from_bytes(csum)) for name, csum in files_raw
+        )
+        dirs = tuple(
+            (validate_filename(name), checksum_from_bytes(t), checksum_from_bytes(m))
+            for name, t, m in dirs_raw
+        )
+        tree = cls(files, dirs)
+        tree.validate_names()
+        return tree
+
+    def validate_names(self) -> None:
+        for entries in (self.files, self.dirs):
+            names = [e[0].encode() for e in entries]
+            if any(a >= b for a, b in zip(names, names[1:])):
+                raise FormatError("dirtree entries are not sorted and unique")
+        if {f[0] for f in self.files} & {d[0] for d in self.dirs}:
+            raise FormatError("dirtree has a name that is both a file and a directory")
+
+    def to_bytes(self) -> bytes:
+        return gv.encode(
+            DIRTREE_TYPE,
+            (
+                [(n, checksum_to_bytes(c)) for n, c in self.files],
+                [(n, checksum_to_bytes(t), checksum_to_bytes(m)) for n, t, m in self.dirs],
+            ),
+        )
+
+    @classmethod
+    def build(
+        cls, files: Mapping[str, str], dirs: Mapping[str, tuple[str, str]]
+    ) -> DirTree:
+        """Build from unsorted mappings, sorting names bytewise as libostree does."""
+
+        def key(name: str) -> bytes:
+            return name.encode()
+
+        return cls(
+            tuple((n, files[n]) for n in sorted(files, key=key)),
+            tuple((n, *dirs[n]) for n in sorted(dirs, key=key)),
+        )
+
+
+@attrs.frozen
+class DirMeta:
+    """Directory metadata ``(uuua(ayay))`` with uid, gid, mode (native ints) and xattrs."""
+
+    uid: int
+    gid: int
+    mode: int
+    xattrs: Xattrs = ()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DirMeta:
+        uid, gid, mode, xattrs = gv.decode(DIRMETA_TYPE, data)
+        mode = gv.swap32(mode)
+        if not stat.S_ISDIR(mode) or mode & ~(stat.S_IFDIR | 0o7777):
+            raise FormatError(f"invalid directory mode {mode:o}")
+        return cls(gv.swap32(uid), gv.swap32(gid), mode, validate_xattrs(xattrs))
+
+    def to_bytes(self) -> bytes:
+        return gv.encode(
+            DIRMETA_TYPE,
+            (gv.swap32(self.uid), gv.swap32(self.gid), gv.swap32(self.mode), list(self.xattrs)),
+        )
+
+
+def parse_metadata(data: bytes) -> dict[str, gv.Variant]:
+    """Detached metadata (``.commitmeta``) or any ``a{sv}`` blob."""
+    return _metadata(gv.decode(METADATA_TYPE, data))
+
+
+def serialize_metadata(metadata: Mapping[str, gv.Variant]) -> bytes:
+    return gv.encode(METADATA_TYPE, dict(metadata))
+
+
+def signatures_from_metadata(metadata: Mapping[str, gv.Variant], key: str) -> list[bytes]:
+    """The ``aay`` signature list under ``key`` (e.g. ``ostree.gpgsigs``), or []."""
+    variant = metadata.get(key)
+    if variant is None:
+        return []
+    if variant.type != "aay":
+        raise FormatError(f"metadata key {key} has type {variant.type}, expected aay")
+    return list(variant.value)
+
+
+def add_signature(
+    metadata: Mapping[str, gv.Variant], key: str, signature: bytes
+) -> dict[str, gv.Variant]:
+    """Return metadata with ``signature`` appended to the ``aay`` list under ``key``."""
+    result = dict(metadata)
+    sigs = signatures_from_metadata(metadata, key)
+    result[key] = gv.Variant("aay", [*sigs, signature])
+    return result
+
+
+def tombstone_bytes(commit: str) -> bytes:
+    """A tombstone-commit object for the deleted ``commit``."""
+    return serialize_metadata({"commit": gv.Variant("ay", commit.encode() + b"\0")})
+
+
+def parse_object(objtype: int, data: bytes) -> Commit | DirTree | DirMeta | dict[str, gv.Variant]:
+    """Parse any metadata object by type number (2–6)."""
+    if objtype == 2:
+        return DirTree.from_bytes(data)
+    if objtype == 3:
+        return DirMeta.from_bytes(data)
+    if objtype == 4:
+        return Commit.from_bytes(data)
+    if objtype in (5, 6):
+        return parse_metadata(data)
+    raise FormatError(f"object type {objtype} is not a metadata type")

@@ -1,0 +1,443 @@
+"""Repository transactions: verified objects are staged, synced, then renamed into ``objects/``.
+
+An object never appears under ``objects/`` before its bytes are durable: objects are written to
+``tmp/staging-<boot-id>-<random>/``, and :meth:`Transaction.commit` runs ``syncfs`` before the
+renames (libostree does the same). A crashed transaction leaves a staging directory; the next
+transaction re-verifies every object in it before adopting it, so nothing is fetched twice and
+nothing unverified is trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from .core import ObjectType, is_checksum, loose_object_path
+from .errors import ChecksumError, FormatError, PyOstreeError, RepoError
+from .fileio import file_lock, os_error, syncfs
+from .formats.content import (
+    ContentHasher,
+    FileHeader,
+    archive_header_length,
+    new_compressor,
+    parse_archive_header,
+)
+from .formats.objects import parse_object
+from .repo import OSTREEMETA_XATTR, Repo, RepoMode
+
+_CHUNK = 256 * 1024
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    except OSError:
+        return "noboot"
+
+
+class ContentWriter:
+    """Streams one content object into the staging area in the repository's own format."""
+
+    def __init__(self, txn: Transaction, header: FileHeader) -> None:
+        self.txn = txn
+        self.header = header
+        self.hasher = ContentHasher(header)
+        self.size = 0
+        mode = txn.repo.mode
+        self.path = txn.new_temp_path()
+        self._compressor = new_compressor() if mode.is_archive else None
+        self._fd = -1
+        if header.is_symlink:
+            if mode is RepoMode.ARCHIVE:
+                self._open()
+                self._write_raw(header.archive_header())
+            elif mode is RepoMode.BARE_USER:
+                self._open()
+                self._write_raw(header.symlink_target.encode() + b"\0")
+        else:
+            self._open()
+            if self._compressor is not None:
+                self._write_raw(header.archive_header())
+
+    def _open(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                               0o644)
+        except OSError as exc:
+            raise os_error(exc, "creating a staging file") from exc
+
+    def _write_raw(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise os_error(exc, "writing an object") from exc
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        if self.header.is_symlink:
+            if chunk:
+                raise FormatError("symlink objects have no data")
+            return
+        self.hasher.update(chunk)
+        self.size += len(chunk)
+        if self._compressor is not None:
+            self._write_raw(self._compressor.compress(chunk))
+        else:
+            self._write_raw(chunk)
+
+    def finish(self, expected: str | None = None) -> str:
+        """Verify the checksum (when ``expected`` is given) and stage the object."""
+        try:
+            if not self.header.is_symlink and self.size != self.header.size:
+                raise FormatError(
+                    f"file object has {self.size} bytes, header says {self.header.size}"
+                )
+            csum = self.hasher.hexdigest()
+            if expected is not None and csum != expected:
+                raise ChecksumError(
+                    f"corrupted file object; checksum expected={expected} actual={csum}",
+                    expected=expected, actual=csum,
+                )
+            if self._compressor is not None and not self.header.is_symlink:
+                self._write_raw(self._compressor.flush())
+            self._apply_metadata()
+        except BaseException:
+            self.abort()
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.txn.stage(self.path, ObjectType.FILE, csum)
+        return csum
+
+    def _apply_metadata(self) -> None:
+        h = self.header
+        mode = self.txn.repo.mode
+        try:
+            if mode is RepoMode.ARCHIVE:
+                return
+            if h.is_symlink and mode in (RepoMode.BARE, RepoMode.BARE_USER_ONLY):
+                os.symlink(h.symlink_target, self.path)
+                if mode is RepoMode.BARE:
+                    os.lchown(self.path, h.uid, h.gid)
+                    for name, value in h.xattrs:
+                        os.setxattr(self.path, name[:-1].decode(), value, follow_symlinks=False)
+                os.utime(self.path, ns=(0, 0), follow_symlinks=False)
+                return
+            fd = self._fd
+            if mode is RepoMode.BARE_USER:
+                perm = 0o644 if h.is_symlink else (h.mode & 0o775) | stat.S_IRUSR
+                os.fchmod(fd, perm)
+                os.setxattr(fd, OSTREEMETA_XATTR, h.ostreemeta())
+            elif mode is RepoMode.BARE_USER_ONLY:
+                os.fchmod(fd, h.mode & 0o775 | stat.S_IRUSR)
+            else:
+                os.fchown(fd, h.uid, h.gid)
+                os.fchmod(fd, h.mode & 0o7777)
+                for name, value in h.xattrs:
+                    os.setxattr(fd, name[:-1].decode(), value)
+            os.utime(fd, ns=(0, 0))
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise RepoError(
+                    f"the filesystem of {self.txn.repo.path} does not support the xattrs "
+                    f"{mode.value} mode needs"
+                ) from exc
+            raise os_error(exc, "writing object metadata") from exc
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+class Transaction:
+    """A set of objects written together; use as a context manager (commit on success)."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self._lock = threading.Lock()
+        self._staged: dict[tuple[ObjectType, str], str] = {}
+        self._counter = 0
+        self._lock_cm: contextlib.AbstractContextManager[None] | None = None
+        self.staging: Path | None = None
+
+    # -------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> Transaction:
+        self.begin()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort(keep_staged=True)
+
+    def begin(self) -> None:
+        tmp = self.repo.tmp_dir
+        try:
+            tmp.mkdir(exist_ok=True)
+            self.staging = tmp / f"staging-{boot_id()}-{secrets.token_hex(6)}"
+            self.staging.mkdir()
+        except OSError as exc:
+            raise os_error(exc, "creating a staging directory") from exc
+        self._lock_cm = file_lock(self.staging / ".lock", what="staging directory")
+        self._lock_cm.__enter__()
+        self._adopt_stale()
+
+    def _adopt_stale(self) -> None:
+        """Re-verify objects left by crashed transactions; keep the good ones, drop the rest."""
+        assert self.staging is not None
+        for old in sorted(self.repo.tmp_dir.glob("staging-*")):
+            if old == self.staging or not old.is_dir():
+                continue
+            try:
+                cm = file_lock(old / ".lock", timeout=0, what="staging")
+                cm.__enter__()
+            except PyOstreeError:
+                continue  # another live transaction owns it
+            try:
+                for entry in os.scandir(old):
+                    if entry.name == ".lock" or entry.name.startswith("tmp-"):
+                        continue
+                    self._adopt_one(Path(entry.path), entry.name)
+            finally:
+                cm.__exit__(None, None, None)
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _adopt_one(self, path: Path, name: str) -> None:
+        stem, _, ext = name.partition(".")
+        try:
+            otype = ObjectType.from_extension(ext)
+        except FormatError:
+            return
+        if not is_checksum(stem) or self.repo.has_object(otype, stem):
+            return
+        try:
+            if otype.is_meta:
+                data = path.read_bytes()
+                if otype in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
+                    parse_object(otype, data)
+                elif hashlib.sha256(data).hexdigest() != stem:
+                    return
+                else:
+                    parse_object(otype, data)
+            elif verify_staged_content(self.repo, path) != stem:
+                return
+        except (PyOstreeError, OSError, ValueError):
+            return
+        assert self.staging is not None
+        dest = self.staging / name
+        with contextlib.suppress(OSError):
+            os.rename(path, dest)
+            with self._lock:
+                self._staged[(otype, stem)] = name
+
+    def new_temp_path(self) -> Path:
+        assert self.staging is not None, "transaction not begun"
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        return self.staging / f"tmp-{threading.get_ident()}-{n}"
+
+    def stage(self, path: Path, objtype: ObjectType, csum: str) -> None:
+        """Move a verified temp file into the staging area under its final name."""
+        assert self.staging is not None
+        name = f"{csum}.{objtype.extension}"
+        try:
+            os.rename(path, self.staging / name)
+        except OSError as exc:
+            raise os_error(exc, "staging an object") from exc
+        with self._lock:
+            self._staged[(objtype, csum)] = name
+
+    def has_object(self, objtype: ObjectType, csum: str) -> bool:
+        return (objtype, csum) in self._staged or self.repo.has_object(objtype, csum)
+
+    def staged_path(self, objtype: ObjectType, csum: str) -> Path | None:
+        name = self._staged.get((objtype, csum))
+        if name is None or self.staging is None:
+            return None
+        return self.staging / name
+
+    # -------------------------------------------------------------- writers
+
+    def write_metadata(self, objtype: ObjectType, data: bytes, expected: str | None = None) -> str:
+        """Validate, checksum and stage a metadata object. Commitmeta/tombstones need a name."""
+        parse_object(objtype, data)
+        if objtype in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
+            if expected is None:
+                raise ValueError("detached metadata needs the commit checksum")
+            csum = expected
+        else:
+            csum = hashlib.sha256(data).hexdigest()
+            if expected is not None and csum != expected:
+                raise ChecksumError(
+                    f"corrupted {objtype.extension} object; checksum expected={expected} "
+                    f"actual={csum}", expected=expected, actual=csum,
+                )
+        if objtype is not ObjectType.COMMIT_META and self.has_object(objtype, csum):
+            return csum
+        path = self.new_temp_path()
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise os_error(exc, f"writing {objtype.extension} object") from exc
+        if objtype is ObjectType.COMMIT_META:
+            # Detached metadata is mutable: it replaces what is there when committed.
+            self._staged.pop((objtype, csum), None)
+        self.stage(path, objtype, csum)
+        return csum
+
+    def content_writer(self, header: FileHeader) -> ContentWriter:
+        return ContentWriter(self, header)
+
+    def write_content(
+        self, header: FileHeader, chunks: Iterable[bytes], expected: str | None = None
+    ) -> str:
+        if expected is not None and self.has_object(ObjectType.FILE, expected):
+            for _ in chunks:
+                pass
+            return expected
+        writer = ContentWriter(self, header)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish(expected)
+
+    def stage_archive_file(self, path: Path, expected: str) -> None:
+        """Stage a ``.filez`` file verbatim (archive repos only); the caller verified it."""
+        if not self.repo.mode.is_archive:
+            raise ValueError("stage_archive_file needs an archive repository")
+        self.stage(path, ObjectType.FILE, expected)
+
+    # -------------------------------------------------------------- commit / abort
+
+    def commit(self) -> int:
+        """Sync the staged objects to disk, then rename them into ``objects/``."""
+        assert self.staging is not None
+        repo = self.repo
+        try:
+            if self._staged:
+                syncfs(self.staging)
+            created: set[str] = set()
+            for (objtype, csum), name in list(self._staged.items()):
+                rel = loose_object_path(csum, objtype, archive=repo.mode.is_archive)
+                dest = repo.path / rel
+                prefix = csum[:2]
+                if prefix not in created:
+                    (repo.objects_dir / prefix).mkdir(exist_ok=True)
+                    created.add(prefix)
+                os.rename(self.staging / name, dest)
+            count = len(self._staged)
+            if count:
+                syncfs(repo.objects_dir)
+        except OSError as exc:
+            raise os_error(exc, "committing the transaction") from exc
+        self._staged.clear()
+        self._finish()
+        return count
+
+    def abort(self, *, keep_staged: bool = False) -> None:
+        """Drop the transaction. With ``keep_staged`` the next transaction may re-verify and
+        reuse what was staged (resume); otherwise the staging directory is removed."""
+        if self.staging is None:
+            return
+        for entry in list(self.staging.glob("tmp-*")):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        staging = self.staging
+        self._finish()
+        if not keep_staged or not self._staged:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _finish(self) -> None:
+        if self._lock_cm is not None:
+            self._lock_cm.__exit__(None, None, None)
+            self._lock_cm = None
+        if self.staging is not None and not self._staged:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging = None
+
+
+def verify_staged_content(repo: Repo, path: Path) -> str:
+    """Recompute the checksum of a content object file in the repository's format."""
+    mode = repo.mode
+    if mode.is_archive:
+        from .formats.content import ArchiveInflater
+
+        with open(path, "rb") as fh:
+            prefix = fh.read(8)
+            length = archive_header_length(prefix)
+            header, _ = parse_archive_header(prefix + fh.read(length - 8))
+            hasher = ContentHasher(header)
+            if header.is_symlink:
+                if fh.read(1):
+                    raise FormatError("symlink object with a body")
+                return hasher.hexdigest()
+            inflater = ArchiveInflater(header.size)
+            while chunk := fh.read(_CHUNK):
+                hasher.update(inflater.feed(chunk))
+            inflater.finish()
+            return hasher.hexdigest()
+    # Bare modes: read the staged file the way Repo.open_content reads objects.
+    from .repo import read_xattrs
+
+    st = os.lstat(path)
+    if mode is RepoMode.BARE_USER:
+        from .formats.content import parse_ostreemeta
+
+        uid, gid, fmode, xattrs = parse_ostreemeta(
+            os.getxattr(path, OSTREEMETA_XATTR, follow_symlinks=False)
+        )
+        if stat.S_ISLNK(fmode):
+            raw = path.read_bytes()
+            if not raw.endswith(b"\0"):
+                raise FormatError("bare-user symlink lacks its NUL")
+            return ContentHasher(FileHeader(uid, gid, fmode, raw[:-1].decode())).hexdigest()
+        header = FileHeader(uid, gid, fmode, "", xattrs, st.st_size)
+    elif stat.S_ISLNK(st.st_mode):
+        uid, gid = (0, 0) if mode is RepoMode.BARE_USER_ONLY else (st.st_uid, st.st_gid)
+        from .formats.objects import sort_xattrs
+
+        xattrs = () if mode is RepoMode.BARE_USER_ONLY else sort_xattrs(read_xattrs(str(path)))
+        return ContentHasher(
+            FileHeader(uid, gid, st.st_mode, os.readlink(path), xattrs)
+        ).hexdigest()
+    else:
+        from .formats.objects import sort_xattrs
+
+        if mode is RepoMode.BARE_USER_ONLY:
+            header = FileHeader(0, 0, st.st_mode, "", (), st.st_size)
+        else:
+            header = FileHeader(st.st_uid, st.st_gid, st.st_mode, "",
+                                sort_xattrs(read_xattrs(str(path))), st.st_size)
+    hasher = ContentHasher(header)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def copy_stream(src: IO[bytes]) -> Iterable[bytes]:
+    while chunk := src.read(_CHUNK):
+        yield chunk
