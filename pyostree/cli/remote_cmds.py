@@ -1,9 +1,314 @@
-"""Commands (filled in as their layers land)."""
+"""Remote commands: ``remote add|list|delete|gpg-import|refs|summary|show-url``, ``pull`` and
+``pull-local``."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import sys
+from pathlib import Path
 from typing import Any
+
+from .. import gpg
+from ..errors import RepoError
+from ..fetcher import make_fetcher
+from ..fileio import atomic_write
+from ..formats.summary import Summary
+from ..pull import PullOptions, fetch_config, pull, pull_local
+from ..remoteconfig import apply_change, get_remote, load_remotes, remotes_dirs
+from ..remotes import Remote
+from ..repo import Repo
+from .common import CommandError, command, get_repo, print_json
+from .progress import PullProgress, human_size
 
 
 def register(sub: Any) -> None:
-    """No commands yet."""
+    p = command(sub, "remote", lambda a: _missing(p), "Manage remote repositories")
+    rsub = p.add_subparsers(dest="remote_command", metavar="SUBCOMMAND")
+
+    q = command(rsub, "add", cmd_remote_add, "Add a remote")
+    q.add_argument("name")
+    q.add_argument("url", help="URL, mirrorlist=URL or file:///path")
+    q.add_argument("branches", nargs="*")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a config option (repeatable)")
+    q.add_argument("--no-gpg-verify", action="store_true", help="disable GPG verification")
+    q.add_argument("--if-not-exists", action="store_true", help="do nothing if it exists")
+    q.add_argument("--gpg-import", metavar="FILE", help="import GPG keys from FILE")
+    q.add_argument("--contenturl", help="URL for content (objects, delta parts)")
+    q.add_argument("--sysroot", help="use the remotes.d of this sysroot")
+
+    q = command(rsub, "list", cmd_remote_list, "List remotes")
+    q.add_argument("-u", "--show-urls", action="store_true", help="show URLs")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+
+    q = command(rsub, "delete", cmd_remote_delete, "Delete a remote")
+    q.add_argument("name")
+    q.add_argument("--if-exists", action="store_true")
+
+    q = command(rsub, "show-url", cmd_remote_show_url, "Show a remote's URL")
+    q.add_argument("name")
+
+    q = command(rsub, "gpg-import", cmd_remote_gpg_import, "Import GPG keys for a remote")
+    q.add_argument("name")
+    q.add_argument("keyfiles", nargs="*")
+    q.add_argument("-k", "--keyring", action="append", default=[], help="import from keyring")
+    q.add_argument("--stdin", action="store_true", help="read keys from standard input")
+
+    q = command(rsub, "refs", cmd_remote_refs, "List the refs a remote offers")
+    q.add_argument("name")
+
+    q = command(rsub, "summary", cmd_remote_summary, "Show a remote's summary")
+    q.add_argument("name")
+    q.add_argument("--raw", action="store_true")
+
+    p = command(sub, "pull", cmd_pull, "Download data from a remote repository")
+    p.add_argument("remote", help="remote name (or file:///path)")
+    p.add_argument("refs", nargs="*", help="REF or REF@COMMIT (default: the remote's branches)")
+    _pull_options(p)
+
+    p = command(sub, "pull-local", cmd_pull_local, "Copy data from another local repository")
+    p.add_argument("src", help="source repository path")
+    p.add_argument("refs", nargs="*")
+    p.add_argument("--remote", help="store refs as REMOTE:REF")
+    p.add_argument("--untrusted", action="store_true",
+                   help="verify every object (pyostree always does)")
+    p.add_argument("--disable-fsync", action="store_true")
+    p.add_argument("--depth", type=int, default=0)
+    p.add_argument("--gpg-verify", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+
+def _pull_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--commit-metadata-only", action="store_true",
+                   help="fetch only the commit and its detached metadata")
+    p.add_argument("--depth", type=int, default=0, help="also fetch N parents (-1: all)")
+    p.add_argument("--mirror", action="store_true", help="write refs/heads, as a mirror")
+    p.add_argument("--disable-static-deltas", action="store_true")
+    p.add_argument("--require-static-deltas", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only print what a static delta would download")
+    p.add_argument("--subpath", action="append", default=[], help="only fetch this subpath")
+    p.add_argument("--timestamp-check", action="store_true",
+                   help="refuse commits older than the current ref")
+    p.add_argument("--url", help="use this URL instead of the remote's")
+    p.add_argument("--http-header", action="append", default=[], metavar="K=V")
+    p.add_argument("--network-retries", type=int, default=5)
+    p.add_argument("--disable-verify-bindings", action="store_true")
+    p.add_argument("--disable-fsync", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result")
+    p.add_argument("--sysroot", help="sysroot whose etc/ostree configuration applies")
+
+
+def _missing(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 1
+
+
+def _parse_set(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"bad --set {item!r}, expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _sysroot(args: argparse.Namespace) -> Path | None:
+    value = getattr(args, "sysroot", None)
+    return Path(value) if value else None
+
+
+def import_keys(repo: Repo, remote: str, blobs: list[bytes]) -> int:
+    name = repo.path / f"{remote}.trustedkeys.gpg"
+    keyring = gpg.Keyring()
+    if name.exists():
+        keyring = gpg.Keyring.from_bytes(name.read_bytes())
+    before = len(keyring)
+    for blob in blobs:
+        keyring = keyring.merge(gpg.Keyring.from_bytes(blob))
+    atomic_write(name, keyring.to_bytes())
+    return len(keyring) - before
+
+
+def cmd_remote_add(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    options: dict[str, Any] = dict(_parse_set(args.set))
+    if args.no_gpg_verify:
+        options["gpg-verify"] = "false"
+    if args.contenturl:
+        options["contenturl"] = args.contenturl
+    if args.branches:
+        options["branches"] = list(args.branches)
+    sysroot = _sysroot(args)
+    remotes = load_remotes(repo, sysroot)
+    dirs = remotes_dirs(repo, sysroot)
+    target = dirs[0] if dirs and sysroot is not None else "repo"
+    with repo.lock():
+        change = remotes.add(args.name, args.url, options, if_not_exists=args.if_not_exists,
+                             target=target)
+        apply_change(repo, change)
+        if args.gpg_import and change.writes:
+            import_keys(repo, args.name, [Path(args.gpg_import).read_bytes()])
+    return 0
+
+
+def cmd_remote_list(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    remotes = load_remotes(repo)
+    if args.json:
+        print_json([{"name": n, "url": remotes.get(n).url,
+                     "gpg-verify": remotes.get(n).gpg_verify} for n in remotes.names()])
+        return 0
+    names = remotes.names()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        if args.show_urls:
+            url = remotes.get(name).url or ""
+            if remotes.get(name).mirrorlist:
+                url = "mirrorlist=" + url
+            print(f"{name.ljust(width)}  {url}")
+        else:
+            print(name)
+    return 0
+
+
+def cmd_remote_delete(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    with repo.lock():
+        remotes = load_remotes(repo)
+        change = remotes.delete(args.name, if_exists=args.if_exists)
+        apply_change(repo, change)
+        if change.writes:
+            (repo.path / f"{args.name}.trustedkeys.gpg").unlink(missing_ok=True)
+    return 0
+
+
+def cmd_remote_show_url(args: argparse.Namespace) -> int:
+    remote = get_remote(get_repo(args), args.name)
+    print(remote.url)
+    return 0
+
+
+def cmd_remote_gpg_import(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    get_remote(repo, args.name)
+    blobs = [Path(f).read_bytes() for f in [*args.keyfiles, *args.keyring]]
+    if args.stdin:
+        blobs.append(sys.stdin.buffer.read())
+    if not blobs:
+        raise CommandError("no keys given (KEYFILE, --keyring or --stdin)")
+    with repo.lock():
+        n = import_keys(repo, args.name, blobs)
+    print(f"Imported {n} GPG key{'s' if n != 1 else ''} to remote \"{args.name}\"")
+    return 0
+
+
+async def _fetch_summary(remote: Remote) -> bytes:
+    if not remote.url:
+        raise RepoError(f"remote {remote.name} has no url")
+    if remote.url.startswith("file://"):
+        path = Path(remote.url[7:]) / "summary"
+        try:
+            return path.read_bytes()
+        except OSError:
+            raise RepoError(f"remote {remote.name} has no summary") from None
+    async with make_fetcher(fetch_config(remote, PullOptions())) as fetcher:
+        res = await fetcher.fetch_bytes(remote.url.rstrip("/") + "/summary",
+                                        max_size=PullOptions().max_metadata_size)
+    assert res.data is not None
+    return res.data
+
+
+def _remote_summary(args: argparse.Namespace) -> Summary:
+    remote = get_remote(get_repo(args), args.name)
+    return Summary.from_bytes(asyncio.run(_fetch_summary(remote)))
+
+
+def cmd_remote_refs(args: argparse.Namespace) -> int:
+    summary = _remote_summary(args)
+    for ref in summary.refs:
+        print(f"{args.name}:{ref.name}")
+    return 0
+
+
+def cmd_remote_summary(args: argparse.Namespace) -> int:
+    summary = _remote_summary(args)
+    from ..gvtext import format_variant
+
+    for ref in summary.refs:
+        print(f"* {ref.name}")
+        print(f"    Latest Commit ({human_size(ref.commit_size)}):")
+        print(f"      {ref.checksum_hex}")
+        if ref.timestamp is not None:
+            import datetime
+
+            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.timezone.utc)
+            print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
+        if ref.version:
+            print(f"    Version (ostree.commit.version): {ref.version}")
+        print()
+    for name, sha in summary.static_deltas.items():
+        print(f"Static Deltas (ostree.static-deltas): {name} {sha}")
+    for key, value in summary.metadata.items():
+        if key != "ostree.static-deltas":
+            print(f"{key}: {format_variant(value.type, value.value)}")
+    return 0
+
+
+def _headers(items: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"bad --http-header {item!r}, expected KEY=VALUE")
+        out.append((key, value))
+    return tuple(out)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    remote_name = args.remote
+    refs = list(args.refs)
+    if ":" in remote_name and "://" not in remote_name and not refs:
+        remote_name, _, ref = remote_name.partition(":")
+        refs = [ref]
+    remote = get_remote(repo, remote_name, _sysroot(args))
+    options = PullOptions(
+        commit_metadata_only=args.commit_metadata_only, depth=args.depth, mirror=args.mirror,
+        disable_static_deltas=args.disable_static_deltas,
+        require_static_deltas=args.require_static_deltas, dry_run=args.dry_run,
+        subpaths=tuple(args.subpath), timestamp_check=args.timestamp_check, url=args.url,
+        http_headers=_headers(args.http_header), network_retries=args.network_retries,
+        disable_verify_bindings=args.disable_verify_bindings,
+    )
+    progress = PullProgress(enabled=None if not args.json else False)
+    try:
+        result = pull(repo, remote, refs, options, progress=progress, sysroot=_sysroot(args))
+    finally:
+        progress.close()
+    if args.json:
+        print_json(result.to_json())
+    elif result.dry_run is not None:
+        for line in result.dry_run.get("lines", []):
+            print(line)
+    else:
+        s = result.stats
+        parts = f"{s.delta_parts} delta parts, " if s.delta_parts else ""
+        print(f"{parts}{s.fetched_meta} metadata, {s.fetched} content objects fetched; "
+              f"{human_size(s.bytes)} transferred in {result.seconds:.0f} seconds")
+    return 0
+
+
+def cmd_pull_local(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    src = Path(args.src).resolve()
+    source = Repo.open(src)
+    refs = list(args.refs) or sorted(source.list_refs(remotes=False))
+    gpg_remote = get_remote(repo, args.remote) if args.gpg_verify and args.remote else None
+    opts = PullOptions(depth=args.depth, disable_static_deltas=True)
+    result = pull_local(repo, src, refs, opts, remote_name=args.remote, gpg_remote=gpg_remote)
+    if args.json:
+        print_json(result.to_json())
+    return 0

@@ -1,0 +1,783 @@
+"""Pulling commits from a remote (HTTP(S) or a local repository) into a repository.
+
+Untrusted bytes flow one way: fetch under a cap → parse strictly → verify (checksum, signatures,
+ref binding, timestamps) → stage the very bytes that were verified → commit the transaction →
+move refs last. An interrupted pull leaves ``state/CSUM.commitpartial`` and its staged objects;
+the next pull re-verifies them and fetches only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from . import gvariant as gv
+from .core import ObjectType, is_checksum, loose_object_path, validate_ref
+from .errors import (
+    ChecksumError,
+    FetchError,
+    FormatError,
+    NotFoundError,
+    PyOstreeError,
+    RepoError,
+    SignatureError,
+    UsageError,
+    VerificationError,
+)
+from .fetcher import BaseFetcher, FetchConfig, make_fetcher
+from .formats.content import ArchiveInflater, archive_header_length, parse_archive_header
+from .formats.objects import Commit, DirTree, parse_metadata
+from .formats.summary import Summary
+from .remotes import Remote
+from .repo import Repo
+from .transaction import ContentWriter, Transaction
+from .verify import TrustSettings, check_ref_binding, verify_signed_data
+
+MiB = 1024 * 1024
+SPOOL_LIMIT = 1 * MiB
+_CHUNK = 256 * 1024
+
+
+@attrs.frozen
+class PullOptions:
+    """The options of ``ostree pull`` (see ``pyostree pull --help``)."""
+
+    commit_metadata_only: bool = False
+    depth: int = 0
+    mirror: bool = False
+    disable_static_deltas: bool = False
+    require_static_deltas: bool = False
+    dry_run: bool = False
+    subpaths: tuple[str, ...] = ()
+    timestamp_check: bool = False
+    url: str | None = None
+    http_headers: tuple[tuple[str, str], ...] = ()
+    network_retries: int = 5
+    max_metadata_size: int = 10 * MiB
+    max_content_size: int = 16 * 1024 * MiB
+    disable_verify_bindings: bool = False
+    low_speed_time: float = 30.0
+    workers: int = 16
+
+
+@attrs.define
+class PullStats:
+    """Counters, updated as the pull goes (for progress bars and ``--json``)."""
+
+    requested: int = 0
+    fetched: int = 0
+    fetched_meta: int = 0
+    bytes: int = 0
+    requests: int = 0
+    delta_parts: int = 0
+    delta_bytes: int = 0
+
+
+@attrs.define
+class PullResult:
+    refs: dict[str, str]
+    stats: PullStats
+    seconds: float
+    deltas: list[str] = attrs.Factory(list)
+    signatures: list[str] = attrs.Factory(list)
+    dry_run: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "refs": self.refs,
+            "objects-fetched": self.stats.fetched,
+            "metadata-objects-fetched": self.stats.fetched_meta,
+            "bytes-fetched": self.stats.bytes,
+            "requests": self.stats.requests,
+            "delta-parts": self.stats.delta_parts,
+            "deltas": self.deltas,
+            "seconds": round(self.seconds, 3),
+            "signatures": self.signatures,
+            **({"dry-run": self.dry_run} if self.dry_run is not None else {}),
+        }
+
+
+ProgressFn = Callable[[PullStats], None]
+
+
+def parse_ref_args(refs: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``REF`` or ``REF@COMMIT`` (or a bare commit checksum) into (ref, pinned-commit) pairs."""
+    out: list[tuple[str, str | None]] = []
+    for item in refs:
+        ref, sep, commit = item.partition("@")
+        if sep:
+            if not is_checksum(commit):
+                raise UsageError(f"invalid commit checksum in {item!r}")
+            out.append((validate_ref(ref), commit))
+        elif is_checksum(item):
+            out.append((item, item))
+        else:
+            out.append((validate_ref(item), None))
+    return out
+
+
+def trust_settings(repo: Repo, remote: Remote, sysroot: Path | None = None) -> TrustSettings:
+    root = sysroot or Path("/")
+    sv = remote.sign_verify
+    svs = remote.sign_verify_summary
+    return TrustSettings(
+        remote=remote.name,
+        gpg_verify=remote.gpg_verify,
+        gpg_verify_summary=remote.gpg_verify_summary,
+        sign_verify=bool(sv),
+        sign_verify_summary=bool(svs),
+        gpgkeypath=tuple(remote.gpgkeypath),
+        ed25519_keys=tuple([remote.verification_ed25519_key]
+                           if remote.verification_ed25519_key else []),
+        ed25519_files=tuple([remote.verification_ed25519_file]
+                            if remote.verification_ed25519_file else []),
+        repo_dir=repo.path,
+        remotes_dirs=(root / "etc/ostree/remotes.d",),
+        etc_ostree=root / "etc/ostree",
+        usr_share_ostree=root / "usr/share/ostree",
+    )
+
+
+def fetch_config(remote: Remote, options: PullOptions) -> FetchConfig:
+    return FetchConfig(
+        retries=options.network_retries,
+        http2=bool(remote.http2),
+        tls_ca_path=remote.tls_ca_path,
+        tls_client_cert_path=remote.tls_client_cert_path,
+        tls_client_key_path=remote.tls_client_key_path,
+        tls_permissive=bool(remote.tls_permissive),
+        proxy=remote.proxy,
+        headers=options.http_headers,
+        low_speed_time=options.low_speed_time,
+    )
+
+
+class Spool:
+    """Collects a download in memory, spilling to a staging file past :data:`SPOOL_LIMIT`."""
+
+    def __init__(self, txn: Transaction, max_size: int) -> None:
+        self.txn = txn
+        self.max_size = max_size
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.path: Path | None = None
+        self._fh: IO[bytes] | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self._fh is not None:
+            self._fh.write(chunk)
+            return
+        self.parts.append(chunk)
+        if self.size > SPOOL_LIMIT:
+            self.path = self.txn.new_temp_path()
+            self._fh = open(self.path, "wb")
+            for part in self.parts:
+                self._fh.write(part)
+            self.parts = []
+
+    def restart(self) -> None:
+        self.discard()
+        self.size = 0
+
+    def finish(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def open(self) -> IO[bytes]:
+        if self.path is not None:
+            return open(self.path, "rb")
+        import io
+
+        return io.BytesIO(b"".join(self.parts))
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+        self.parts = []
+
+
+def store_filez(txn: Transaction, spool: Spool, expected: str, max_unpacked: int) -> None:
+    """Verify a downloaded ``.filez`` (header + raw deflate) and store it in the repo's format.
+
+    Runs in a worker thread. The archive header is untrusted: its size only bounds the inflate,
+    and the checksum over header fields and data decides."""
+    from .formats.content import ContentHasher
+
+    archive = txn.repo.mode.is_archive
+    writer: ContentWriter | None = None
+    try:
+        with spool.open() as fh:
+            prefix = fh.read(8)
+            length = archive_header_length(prefix)
+            header, _ = parse_archive_header(prefix + fh.read(length - 8))
+            if header.size > max_unpacked:
+                raise FormatError(
+                    f"file object {expected} claims {header.size} bytes, more than allowed")
+            if archive:
+                hasher = ContentHasher(header)
+                update = hasher.update
+            else:
+                writer = txn.content_writer(header)
+                update = writer.write
+            if header.is_symlink:
+                if fh.read(1):
+                    raise FormatError(f"symlink object {expected} has a body")
+            else:
+                inflater = ArchiveInflater(header.size)
+                while chunk := fh.read(_CHUNK):
+                    out = inflater.feed(chunk)
+                    if out:
+                        update(out)
+                inflater.finish()
+        if writer is not None:
+            writer.finish(expected)
+            writer = None
+            spool.discard()
+            return
+        actual = hasher.hexdigest()
+        if actual != expected:
+            raise ChecksumError(
+                f"corrupted file object; checksum expected={expected} actual={actual}",
+                expected=expected, actual=actual)
+        if spool.path is None:
+            path = txn.new_temp_path()
+            with open(path, "wb") as out_fh:
+                for part in spool.parts:
+                    out_fh.write(part)
+            spool.parts = []
+        else:
+            path = spool.path
+            spool.path = None
+        txn.stage_archive_file(path, expected)
+    finally:
+        if writer is not None:
+            writer.abort()
+        spool.discard()
+
+
+class _Puller:
+    """One pull: a bounded pool of fetch workers walking the commit graph."""
+
+    def __init__(self, repo: Repo, remote: Remote, options: PullOptions,
+                 progress: ProgressFn | None, sysroot: Path | None) -> None:
+        self.repo = repo
+        self.remote = remote
+        self.options = options
+        self.progress = progress
+        self.trust = trust_settings(repo, remote, sysroot)
+        self.stats = PullStats()
+        self.fetcher: BaseFetcher | None = None
+        self.meta_bases: list[str] = []
+        self.content_bases: list[str] = []
+        self.txn: Transaction | None = None
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyostree-write")
+        self.queue: asyncio.Queue[tuple[int, ObjectType, str, int]] = asyncio.Queue()
+        self.queued: set[tuple[ObjectType, str]] = set()
+        self.error: BaseException | None = None
+        self.sizes: dict[str, tuple[int, int]] = {}
+        self.signatures: list[str] = []
+        self.summary: Summary | None = None
+        self.local_source: Repo | None = None
+
+    # ---------------------------------------------------------------- URLs and fetching
+
+    async def setup(self) -> None:
+        remote = self.remote
+        url = self.options.url or remote.url
+        if not url:
+            raise RepoError(f"remote {remote.name} has no url")
+        if remote.unconfigured_state:
+            raise RepoError(f"remote {remote.name}: {remote.unconfigured_state}")
+        if url.startswith("file://"):
+            from .repo import open_repo
+
+            self.local_source = open_repo(url[len("file://"):])
+            return
+        self.fetcher = make_fetcher(fetch_config(remote, self.options))
+        self.meta_bases = await self._bases(url, remote.mirrorlist)
+        if remote.contenturl:
+            self.content_bases = await self._bases(remote.contenturl,
+                                                   remote.contenturl_mirrorlist)
+        else:
+            self.content_bases = self.meta_bases
+
+    async def _bases(self, url: str, mirrorlist: bool) -> list[str]:
+        if url.startswith("mirrorlist="):
+            url, mirrorlist = url[len("mirrorlist="):], True
+        if not mirrorlist:
+            return [url.rstrip("/")]
+        assert self.fetcher is not None
+        result = await self.fetcher.fetch_bytes(url, max_size=MiB)
+        self.stats.requests += 1
+        lines = (result.data or b"").decode("utf-8", "replace").splitlines()
+        bases = [ln.strip().rstrip("/") for ln in lines
+                 if ln.strip() and not ln.strip().startswith("#")
+                 and ln.strip().startswith(("http://", "https://"))]
+        if not bases:
+            raise FetchError(f"mirrorlist {url} lists no http(s) mirrors", url=url)
+        return bases
+
+    def _urls(self, rel: str, *, meta: bool) -> list[str]:
+        bases = self.meta_bases if meta else self.content_bases
+        return [f"{b}/{rel}" for b in bases]
+
+    async def fetch_meta_file(self, rel: str, *, max_size: int, optional: bool = False,
+                              content_base: bool = False) -> bytes | None:
+        if self.local_source is not None:
+            path = self.local_source.path / rel
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read(max_size + 1)
+            except (FileNotFoundError, NotADirectoryError):
+                if optional:
+                    return None
+                raise RepoError(f"{rel} not found in {self.local_source.path}") from None
+            if len(data) > max_size:
+                raise FormatError(f"{rel} exceeds the {max_size}-byte limit")
+            return data
+        assert self.fetcher is not None
+        self.stats.requests += 1
+        try:
+            res = await self.fetcher.fetch_bytes(self._urls(rel, meta=not content_base),
+                                                 max_size=max_size)
+        except NotFoundError:
+            if optional:
+                return None
+            raise
+        return res.data
+
+    async def fetch_metadata_object(self, objtype: ObjectType, csum: str, *,
+                                    optional: bool = False, max_size: int | None = None
+                                    ) -> bytes | None:
+        if self.local_source is not None:
+            if not self.local_source.has_object(objtype, csum):
+                if optional:
+                    return None
+                raise RepoError(f"{objtype.extension} object {csum} not found in "
+                                f"{self.local_source.path}")
+            return self.local_source.load_metadata_bytes(objtype, csum)
+        rel = loose_object_path(csum, objtype, archive=True)
+        data = await self.fetch_meta_file(
+            rel, max_size=max_size or self.options.max_metadata_size, optional=optional,
+            content_base=objtype is not ObjectType.COMMIT_META)
+        if data is not None:
+            self.stats.fetched_meta += 1
+            self.stats.bytes += len(data)
+        return data
+
+    # ---------------------------------------------------------------- summary and refs
+
+    async def load_summary(self) -> Summary | None:
+        """summary.sig and summary with conditional requests and a verified cache."""
+        from .summarycache import SummaryCache
+
+        if self.local_source is not None:
+            data = await self.fetch_meta_file("summary", max_size=self.options.max_metadata_size,
+                                              optional=True)
+            sig = await self.fetch_meta_file("summary.sig", max_size=self.options.max_metadata_size,
+                                             optional=True)
+            return self._verify_summary(data, sig) if data is not None else None
+        assert self.fetcher is not None
+        cache = SummaryCache(self.repo.tmp_dir / "cache" / "summaries", self.remote.name)
+        result = await cache.refresh(self.fetcher, self._urls("summary", meta=True),
+                                     self._urls("summary.sig", meta=True),
+                                     self.options.max_metadata_size, self.stats)
+        if result.summary is None:
+            if self.trust.gpg_verify_summary or self.trust.sign_verify_summary:
+                raise SignatureError(
+                    f"remote {self.remote.name} has no summary, but summary verification "
+                    "is enabled")
+            return None
+        try:
+            summary = self._verify_summary(result.summary, result.signature)
+        except VerificationError:
+            cache.invalidate()
+            raise
+        previous = cache.previous_last_modified()
+        if previous is not None and summary.last_modified is not None and (
+                summary.last_modified < previous):
+            raise VerificationError(
+                f"summary of remote {self.remote.name} is older than the one seen before "
+                f"(last-modified {summary.last_modified} < {previous}): refusing a replayed "
+                "or stale summary")
+        cache.store(result, summary.last_modified)
+        return summary
+
+    def _verify_summary(self, data: bytes, sig: bytes | None) -> Summary:
+        summary = Summary.from_bytes(data)
+        if self.trust.gpg_verify_summary or self.trust.sign_verify_summary:
+            if sig is None:
+                raise SignatureError(
+                    f"summary signature of remote {self.remote.name} is missing")
+            self.signatures += verify_signed_data(
+                self.trust, data, parse_metadata(sig), what="summary",
+                use_gpg=self.trust.gpg_verify_summary,
+                use_sign=self.trust.sign_verify_summary)
+        return summary
+
+    async def resolve_ref(self, ref: str) -> str:
+        if self.summary is not None:
+            entry = self.summary.lookup(ref)
+            if entry is not None:
+                return entry.checksum_hex
+        data = await self.fetch_meta_file(f"refs/heads/{ref}", max_size=4096, optional=True)
+        if data is None:
+            raise RepoError(f"remote {self.remote.name} has no ref {ref}")
+        text = data.decode("ascii", "replace").strip()
+        if not is_checksum(text):
+            raise FormatError(f"remote ref {ref} is not a checksum: {text[:40]!r}")
+        return text
+
+    # ---------------------------------------------------------------- commits
+
+    async def fetch_commit(self, ref: str | None, csum: str, *, is_target: bool,
+                           ) -> Commit | None:
+        """Fetch, verify and stage one commit (and its detached metadata)."""
+        assert self.txn is not None
+        detached_raw = await self.fetch_metadata_object(ObjectType.COMMIT_META, csum,
+                                                        optional=True)
+        detached = parse_metadata(detached_raw) if detached_raw is not None else None
+        have = self.repo.has_object(ObjectType.COMMIT, csum)
+        if have:
+            data = self.repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+        else:
+            max_size = self.options.max_metadata_size
+            if self.summary is not None and ref is not None:
+                entry = self.summary.lookup(ref)
+                if entry is not None and entry.checksum_hex == csum:
+                    max_size = entry.commit_size
+            raw = await self.fetch_metadata_object(ObjectType.COMMIT, csum,
+                                                   optional=not is_target, max_size=max_size)
+            if raw is None:
+                return None
+            data = raw
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != csum:
+            raise ChecksumError(f"corrupted commit object; checksum expected={csum} "
+                                f"actual={actual}", expected=csum, actual=actual)
+        commit = Commit.from_bytes(data)
+        self.verify_commit(ref, csum, data, commit, detached, is_target=is_target)
+        if detached_raw is not None:
+            self.txn.write_metadata(ObjectType.COMMIT_META, detached_raw, csum)
+        if not have:
+            self.repo.mark_partial(csum)
+            self.txn.write_metadata(ObjectType.COMMIT, data, csum)
+        return commit
+
+    def verify_commit(self, ref: str | None, csum: str, data: bytes, commit: Commit,
+                      detached: dict[str, gv.Variant] | None, *, is_target: bool) -> None:
+        t = self.trust
+        if t.gpg_verify or t.sign_verify:
+            self.signatures += verify_signed_data(
+                t, data, detached, what=f"commit {csum}", use_gpg=t.gpg_verify,
+                use_sign=t.sign_verify)
+        if is_target and ref is not None and ref != csum and not (
+                self.options.disable_verify_bindings):
+            check_ref_binding(commit.ref_bindings, ref, csum)
+            coll = self.remote.collection_id
+            if coll:
+                binding = commit.get("ostree.collection-binding")
+                if binding != coll:
+                    raise SignatureError(f"commit {csum} is not bound to collection {coll}")
+
+    def check_timestamp(self, ref: str, csum: str, commit: Commit) -> None:
+        current = self.repo.read_ref(self.local_refspec(ref))
+        if current is None or current == csum:
+            return
+        try:
+            old = self.repo.load_commit(current)
+        except PyOstreeError:
+            return
+        if commit.timestamp < old.timestamp or (commit.timestamp == old.timestamp):
+            raise VerificationError(
+                f"refusing to downgrade {ref}: the remote commit {csum} "
+                f"(timestamp {commit.timestamp}) is not newer than the local {current} "
+                f"(timestamp {old.timestamp})")
+
+    def local_refspec(self, ref: str) -> str:
+        return ref if self.options.mirror else f"{self.remote.name}:{ref}"
+
+    # ---------------------------------------------------------------- the object walk
+
+    def enqueue(self, objtype: ObjectType, csum: str, priority: int = 1, size: int = 0) -> None:
+        key = (objtype, csum)
+        if key in self.queued:
+            return
+        self.queued.add(key)
+        self.stats.requested += 1
+        self.queue.put_nowait((priority, objtype, csum, size))
+
+    async def worker(self) -> None:
+        while True:
+            _, objtype, csum, _ = await self.queue.get()
+            try:
+                if self.error is None:
+                    await self.process(objtype, csum)
+            except BaseException as exc:  # first error wins; the others drain
+                if self.error is None:
+                    self.error = exc
+            finally:
+                self.queue.task_done()
+            if self.progress is not None:
+                self.progress(self.stats)
+
+    async def process(self, objtype: ObjectType, csum: str) -> None:
+        assert self.txn is not None
+        loop = asyncio.get_running_loop()
+        if objtype is ObjectType.DIRTREE:
+            if self.txn.has_object(ObjectType.DIRTREE, csum):
+                data = await loop.run_in_executor(self.pool, self._read_local_tree, csum)
+            else:
+                raw = await self.fetch_metadata_object(ObjectType.DIRTREE, csum)
+                assert raw is not None
+                data = raw
+                await loop.run_in_executor(self.pool, self._store_meta, objtype, data, csum)
+            self.scan_dirtree(DirTree.from_bytes(data))
+        elif objtype is ObjectType.DIRMETA:
+            raw = await self.fetch_metadata_object(ObjectType.DIRMETA, csum)
+            assert raw is not None
+            await loop.run_in_executor(self.pool, self._store_meta, objtype, raw, csum)
+        else:
+            await self.fetch_content(csum)
+
+    def _read_local_tree(self, csum: str) -> bytes:
+        assert self.txn is not None
+        staged = self.txn.staged_path(ObjectType.DIRTREE, csum)
+        if staged is not None:
+            data = staged.read_bytes()
+            if hashlib.sha256(data).hexdigest() != csum:
+                raise ChecksumError(f"staged dirtree {csum} is corrupt", expected=csum)
+            return data
+        return self.repo.load_metadata_bytes(ObjectType.DIRTREE, csum)
+
+    def _store_meta(self, objtype: ObjectType, data: bytes, csum: str) -> None:
+        assert self.txn is not None
+        self.txn.write_metadata(objtype, data, csum)
+
+    def scan_dirtree(self, tree: DirTree) -> None:
+        assert self.txn is not None
+        for _, fcsum in tree.files:
+            if not self.txn.has_object(ObjectType.FILE, fcsum):
+                self.enqueue(ObjectType.FILE, fcsum, priority=2)
+        for _, dtree, dmeta in tree.dirs:
+            if not self.txn.has_object(ObjectType.DIRMETA, dmeta):
+                self.enqueue(ObjectType.DIRMETA, dmeta, priority=0)
+            self.enqueue(ObjectType.DIRTREE, dtree, priority=0)
+
+    async def fetch_content(self, csum: str) -> None:
+        assert self.txn is not None
+        loop = asyncio.get_running_loop()
+        sizes = self.sizes.get(csum)
+        max_archived = sizes[0] if sizes else self.options.max_content_size
+        max_unpacked = sizes[1] if sizes else self.options.max_content_size
+        if self.local_source is not None:
+            await loop.run_in_executor(self.pool, self._copy_local_content, csum)
+            return
+        assert self.fetcher is not None
+        spool = Spool(self.txn, max_archived)
+        try:
+            self.stats.requests += 1
+            size = await self.fetcher.fetch_stream(
+                self._urls(loose_object_path(csum, ObjectType.FILE, archive=True), meta=False),
+                spool.write, max_size=max_archived, restart=spool.restart)
+            spool.finish()
+            await loop.run_in_executor(self.pool, store_filez, self.txn, spool, csum,
+                                       max_unpacked)
+        except BaseException:
+            spool.discard()
+            raise
+        self.stats.fetched += 1
+        self.stats.bytes += size
+
+    def _copy_local_content(self, csum: str) -> None:
+        assert self.txn is not None and self.local_source is not None
+        header, stream = self.local_source.open_content(csum)
+        if stream is None:
+            self.txn.write_content(header, (), csum)
+        else:
+            with stream:
+                self.txn.write_content(header, iter(lambda: stream.read(_CHUNK), b""), csum)
+        self.stats.fetched += 1
+
+    async def walk(self, roots: list[tuple[str, str]]) -> None:
+        """Fetch everything below the given (tree, meta) roots with a pool of workers."""
+        assert self.txn is not None
+        for tree, meta in roots:
+            if not self.txn.has_object(ObjectType.DIRMETA, meta):
+                self.enqueue(ObjectType.DIRMETA, meta, priority=0)
+            self.enqueue(ObjectType.DIRTREE, tree, priority=0)
+        workers = [asyncio.create_task(self.worker()) for _ in range(self.options.workers)]
+        try:
+            await self.queue.join()
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        if self.error is not None:
+            raise self.error
+
+    def subpath_roots(self, commit: Commit) -> list[tuple[str, str]]:
+        """(tree, meta) roots for ``--subpath``; the dirtrees on the way are fetched too."""
+        return [(commit.root_tree, commit.root_meta)]
+
+    def load_sizes(self, commit: Commit) -> None:
+        from .formats.varint import decode_varint
+
+        raw = commit.get("ostree.sizes")
+        if not isinstance(raw, list):
+            return
+        for entry in raw:
+            entry = bytes(entry)
+            if len(entry) < 34:
+                continue
+            try:
+                archived, pos = decode_varint(entry, 32)
+                unpacked, pos = decode_varint(entry, pos)
+            except FormatError:
+                continue
+            if len(entry) > pos and entry[pos] != 1:
+                continue
+            self.sizes[entry[:32].hex()] = (archived, unpacked)
+
+
+async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | None]],
+                      options: PullOptions, progress: ProgressFn | None,
+                      sysroot: Path | None) -> PullResult:
+    start = time.monotonic()
+    p = _Puller(repo, remote, options, progress, sysroot)
+    try:
+        await p.setup()
+        if not refs:
+            refs = [(r, None) for r in (remote.branches or [])]
+        need_summary = not refs or any(c is None for _, c in refs)
+        if need_summary:
+            p.summary = await p.load_summary()
+            if not refs:
+                if p.summary is None:
+                    raise RepoError(f"no refs given and remote {remote.name} has no summary")
+                refs = [(r.name, None) for r in p.summary.refs]
+        targets: dict[str, str] = {}
+        for ref, pinned in refs:
+            targets[ref] = pinned or await p.resolve_ref(ref)
+        result = PullResult(refs=dict(targets), stats=p.stats, seconds=0.0)
+        with repo.lock():
+            txn = repo.transaction()
+            txn.begin()
+            p.txn = txn
+            try:
+                fetched = await _fetch_targets(p, targets, result)
+                if options.dry_run:
+                    txn.abort()
+                    result.seconds = time.monotonic() - start
+                    return result
+                txn.commit()
+            except BaseException:
+                txn.abort(keep_staged=True)
+                raise
+            for ref, csum in targets.items():
+                if ref == csum:
+                    continue
+                if options.mirror:
+                    repo.set_ref(ref, csum)
+                else:
+                    repo.set_ref(f"{remote.name}:{ref}", csum)
+            if not (options.commit_metadata_only or options.subpaths):
+                for csum in fetched:
+                    repo.clear_partial(csum)
+        result.signatures = p.signatures
+        result.seconds = time.monotonic() - start
+        return result
+    finally:
+        p.pool.shutdown(wait=True)
+        if p.fetcher is not None:
+            await p.fetcher.close()
+
+
+async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult) -> list[str]:
+    """Fetch every target commit (and --depth parents); return the commits walked fully."""
+    opts = p.options
+    repo = p.repo
+    walked: list[str] = []
+    for ref, csum in targets.items():
+        commit = await p.fetch_commit(ref if ref != csum else None, csum, is_target=True)
+        assert commit is not None
+        if opts.timestamp_check and ref != csum:
+            p.check_timestamp(ref, csum, commit)
+        if opts.commit_metadata_only:
+            await _fetch_parents(p, commit, walk=False)
+            continue
+        complete = repo.has_object(ObjectType.COMMIT, csum) and not repo.is_partial(csum)
+        used_delta = False
+        if not complete:
+            from .deltapull import try_delta
+
+            used_delta = await try_delta(p, ref, csum, commit, result)
+        if opts.dry_run:
+            continue
+        if not used_delta or not complete:
+            p.load_sizes(commit)
+            await p.walk(p.subpath_roots(commit))
+        walked.append(csum)
+        walked += await _fetch_parents(p, commit, walk=True)
+    return walked
+
+
+async def _fetch_parents(p: _Puller, commit: Commit, *, walk: bool) -> list[str]:
+    depth = p.options.depth
+    done: list[str] = []
+    n = 0
+    current = commit
+    while current.parent is not None and (depth < 0 or n < depth):
+        n += 1
+        parent = await p.fetch_commit(None, current.parent, is_target=False)
+        if parent is None:
+            break
+        if walk:
+            p.load_sizes(parent)
+            await p.walk([(parent.root_tree, parent.root_meta)])
+            done.append(current.parent)
+        current = parent
+    return done
+
+
+def pull(repo: Repo, remote: Remote, refs: Sequence[str] | Sequence[tuple[str, str | None]],
+         options: PullOptions | None = None, *, progress: ProgressFn | None = None,
+         sysroot: Path | None = None) -> PullResult:
+    """Pull ``refs`` (``REF``, ``REF@COMMIT``) from ``remote`` into ``repo``."""
+    opts = options or PullOptions()
+    if opts.disable_static_deltas and opts.require_static_deltas:
+        raise UsageError("--disable-static-deltas and --require-static-deltas conflict")
+    parsed: list[tuple[str, str | None]] = []
+    for item in refs:
+        parsed += parse_ref_args([item]) if isinstance(item, str) else [item]
+    return asyncio.run(_pull_async(repo, remote, parsed, opts, progress, sysroot))
+
+
+def pull_local(repo: Repo, src: Path, refs: Sequence[str], options: PullOptions | None = None,
+               *, remote_name: str | None = None, gpg_remote: Remote | None = None,
+               progress: ProgressFn | None = None) -> PullResult:
+    """``ostree pull-local``: copy refs from another repository on this machine, verifying
+    every object. Refs land in ``refs/heads`` (or ``refs/remotes/REMOTE`` with
+    ``remote_name``); signatures are checked only with ``gpg_remote``."""
+    url = f"file://{Path(src).resolve()}"
+    remote = attrs.evolve(gpg_remote, url=url) if gpg_remote else Remote.for_url(url)
+    if remote_name:
+        remote = attrs.evolve(remote, name=remote_name)
+    opts = attrs.evolve(options or PullOptions(), mirror=not remote_name)
+    return pull(repo, remote, refs, opts, progress=progress)

@@ -1,0 +1,54 @@
+"""Loading and saving a repository's remotes (repo ``config`` plus ``remotes.d``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from .errors import RepoError
+from .fileio import atomic_write
+from .remotes import Remote, RemoteChange, RemoteSet, read_remotes_d
+from .repo import Repo
+
+
+def remotes_dirs(repo: Repo, sysroot: Path | None = None) -> list[str]:
+    """``etc/ostree/remotes.d`` under the sysroot, read for system repositories (as libostree
+    does) or when ``core.add-remotes-config-dir=true``."""
+    flag = repo.config.get("core", "add-remotes-config-dir", None)
+    is_system = repo.path.resolve().parts[-2:] == ("ostree", "repo")
+    if flag == "false" or (flag is None and not is_system and sysroot is None):
+        return []
+    root = sysroot if sysroot is not None else (
+        repo.path.resolve().parent.parent if is_system else Path("/"))
+    return [str(root / "etc" / "ostree" / "remotes.d")]
+
+
+def load_remotes(repo: Repo, sysroot: Path | None = None) -> RemoteSet:
+    return RemoteSet.load(repo.config.to_text(), read_remotes_d(remotes_dirs(repo, sysroot)))
+
+
+def get_remote(repo: Repo, name: str, sysroot: Path | None = None) -> Remote:
+    if "://" in name:
+        return Remote.for_url(name)
+    return load_remotes(repo, sysroot).get(name)
+
+
+def apply_change(repo: Repo, change: RemoteChange) -> None:
+    """Write what an add/delete changed, atomically, and reload the repo config."""
+    from .formats.keyfile import KeyFile
+
+    for write in change.writes:
+        if write.path is None:
+            assert write.text is not None
+            repo.config = KeyFile.parse(write.text)
+            repo.save_config()
+        elif write.text is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(write.path)
+        else:
+            try:
+                os.makedirs(os.path.dirname(write.path), exist_ok=True)
+            except OSError as exc:
+                raise RepoError(f"cannot create {os.path.dirname(write.path)}: {exc}") from exc
+            atomic_write(write.path, write.text.encode())

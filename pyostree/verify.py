@@ -1,0 +1,150 @@
+"""Trust policy for a remote: which keys it trusts, and checking commits and summaries.
+
+The cryptography is pure (``gpg``, ``sign``); this module only finds and reads key files
+(libostree's lookup order, docs/ostree-formats.md §6.3–6.4) and applies the remote's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from . import gpg, sign
+from . import gvariant as gv
+from .errors import FormatError, SignatureError
+from .formats.objects import signatures_from_metadata
+
+GPG_KEY = "ostree.gpgsigs"
+ED25519_KEY = "ostree.sign.ed25519"
+GLOBAL_GPG_DIR = Path("/usr/share/ostree/trusted.gpg.d")
+
+
+@attrs.frozen
+class TrustSettings:
+    """What a remote asks to be verified, and where its keys live."""
+
+    remote: str
+    gpg_verify: bool = True
+    gpg_verify_summary: bool = False
+    sign_verify: bool = False
+    sign_verify_summary: bool = False
+    gpgkeypath: tuple[str, ...] = ()
+    ed25519_keys: tuple[str, ...] = ()  # inline base64 public keys
+    ed25519_files: tuple[str, ...] = ()
+    repo_dir: Path | None = None
+    remotes_dirs: tuple[Path, ...] = ()
+    etc_ostree: Path = Path("/etc/ostree")
+    usr_share_ostree: Path = Path("/usr/share/ostree")
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def load_gpg_keyring(settings: TrustSettings) -> gpg.Keyring:
+    """The remote's keyring: ``REMOTE.trustedkeys.gpg`` (repo, then remotes.d), ``gpgkeypath``,
+    and the global keyrings only when there is no per-remote keyring."""
+    keyring = gpg.Keyring()
+    name = f"{settings.remote}.trustedkeys.gpg"
+    per_remote = False
+    candidates = [settings.repo_dir / name] if settings.repo_dir else []
+    candidates += [d / name for d in settings.remotes_dirs]
+    for path in candidates:
+        data = _read(path)
+        if data is not None:
+            keyring = keyring.merge(gpg.Keyring.from_bytes(data))
+            per_remote = True
+            break
+    for entry in settings.gpgkeypath:
+        p = Path(entry)
+        files = sorted(p.iterdir()) if p.is_dir() else [p]
+        for f in files:
+            data = _read(f)
+            if data is None:
+                raise SignatureError(f"cannot read GPG key file {f}")
+            keyring = keyring.merge(gpg.Keyring.from_bytes(data))
+    if not per_remote and GLOBAL_GPG_DIR.is_dir():
+        for f in sorted(GLOBAL_GPG_DIR.glob("*.gpg")):
+            if f.name in ("trustdb.gpg", "secring.gpg"):
+                continue
+            data = _read(f)
+            if data is not None:
+                with contextlib.suppress(FormatError):
+                    keyring = keyring.merge(gpg.Keyring.from_bytes(data))
+    return keyring
+
+
+def _key_files(base: Path, name: str) -> list[Path]:
+    files = [base / name] if (base / name).is_file() else []
+    d = base / f"{name}.d"
+    if d.is_dir():
+        files += sorted(p for p in d.iterdir() if p.is_file())
+    return files
+
+
+def load_ed25519_keys(settings: TrustSettings) -> tuple[list[bytes], list[bytes]]:
+    """(trusted, revoked) ed25519 public keys for the remote."""
+    trusted: list[bytes] = [sign.parse_ed25519_public_key(k) for k in settings.ed25519_keys]
+    files = [Path(f) for f in settings.ed25519_files]
+    if not trusted and not files:
+        files = _key_files(settings.etc_ostree, "trusted.ed25519") + _key_files(
+            settings.usr_share_ostree, "trusted.ed25519")
+    for f in files:
+        data = _read(f)
+        if data is None:
+            raise SignatureError(f"cannot read ed25519 key file {f}")
+        trusted += sign.parse_public_key_file(data)
+    revoked: list[bytes] = []
+    for f in _key_files(settings.etc_ostree, "revoked.ed25519") + _key_files(
+            settings.usr_share_ostree, "revoked.ed25519"):
+        data = _read(f)
+        if data is not None:
+            revoked += sign.parse_public_key_file(data)
+    return trusted, revoked
+
+
+def verify_signed_data(
+    settings: TrustSettings, data: bytes, metadata: Mapping[str, gv.Variant] | None, *,
+    what: str, use_gpg: bool, use_sign: bool,
+) -> list[str]:
+    """Check ``data`` against the signatures in ``metadata``; return lines describing the
+    good signatures. Raises :class:`SignatureError` (one line, naming ``what``)."""
+    good: list[str] = []
+    meta = metadata or {}
+    if use_gpg:
+        sigs = signatures_from_metadata(meta, GPG_KEY)
+        if not sigs:
+            raise SignatureError(
+                f"GPG verification enabled, but no signatures found for {what} "
+                "(use gpg-verify=false in remote config to disable)")
+        keyring = load_gpg_keyring(settings)
+        result = gpg.inspect_detached(keyring, data, sigs)
+        if not result.valid:
+            raise SignatureError(f"GPG verification of {what} failed: {result.failure()}")
+        good += [f"GPG: good signature from key {s.key_id} {s.user_id}".rstrip()
+                 for s in result.good]
+    if use_sign:
+        sigs = signatures_from_metadata(meta, ED25519_KEY)
+        if not sigs:
+            raise SignatureError(f"no ed25519 signatures found for {what}")
+        trusted, revoked = load_ed25519_keys(settings)
+        try:
+            sign.verify_ed25519(data, sigs, trusted, revoked)
+        except SignatureError as exc:
+            raise SignatureError(f"ed25519 verification of {what} failed: {exc}") from None
+        good.append("ed25519: good signature")
+    return good
+
+
+def check_ref_binding(commit_bindings: Sequence[str] | None, ref: str, csum: str) -> None:
+    """A commit with ``ostree.ref-binding`` may only be pulled under one of its refs."""
+    if commit_bindings is not None and ref not in commit_bindings:
+        raise SignatureError(
+            f"commit {csum} is bound to refs {', '.join(commit_bindings) or '(none)'}, "
+            f"not to the requested ref {ref}")
