@@ -1,9 +1,142 @@
-"""Commands (filled in as their layers land)."""
+"""Signing commands: ``gpg-sign``, ``sign``, ``summary``."""
 
 from __future__ import annotations
 
+import argparse
+import datetime
+from pathlib import Path
 from typing import Any
+
+from .. import sign
+from .. import gvariant as gv
+from ..core import ObjectType
+from ..formats.objects import parse_metadata
+from ..formats.summary import Summary
+from ..gvtext import format_variant
+from ..signing import (
+    delete_gpg_signatures,
+    gpg_sign_commit,
+    load_gpg_secret,
+    regenerate_summary,
+    sign_commit,
+)
+from ..verify import ED25519_KEY, GPG_KEY
+from .common import CommandError, command, get_repo
 
 
 def register(sub: Any) -> None:
-    """No commands yet."""
+    p = command(sub, "gpg-sign", cmd_gpg_sign, "Sign a commit with GPG")
+    p.add_argument("commit")
+    p.add_argument("key_ids", nargs="+", metavar="KEY-ID")
+    p.add_argument("--gpg-homedir", help="directory of exported secret keys (*.asc, *.gpg)")
+    p.add_argument("-d", "--delete", action="store_true", help="delete signatures by KEY-IDs")
+    p.add_argument("--passphrase", help="passphrase of a protected secret key")
+
+    p = command(sub, "sign", cmd_sign, "Sign a commit (ed25519) or verify its signatures")
+    p.add_argument("commit")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="base64 secret (or public) keys")
+    p.add_argument("-s", "--sign-type", default="ed25519", help="signature type (ed25519)")
+    p.add_argument("--keys-file", help="file with one base64 key per line")
+    p.add_argument("--verify", action="store_true", help="verify instead of signing")
+
+    p = command(sub, "summary", cmd_summary, "Manage the summary file")
+    p.add_argument("-u", "--update", action="store_true", help="regenerate the summary")
+    p.add_argument("-v", "--view", action="store_true", help="print the summary")
+    p.add_argument("--raw", action="store_true", help="print raw variant data")
+    p.add_argument("--gpg-sign", action="append", default=[], metavar="KEY-ID")
+    p.add_argument("--gpg-homedir")
+    p.add_argument("--sign", action="append", default=[], metavar="KEY",
+                   help="ed25519 secret key (base64)")
+    p.add_argument("--sign-type", default="ed25519")
+    p.add_argument("--keys-file")
+    p.add_argument("-m", "--add-metadata", action="append", default=[], metavar="KEY=VALUE")
+
+
+def cmd_gpg_sign(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    csum = repo.resolve_rev(args.commit)
+    assert csum is not None
+    if args.delete:
+        n = delete_gpg_signatures(repo, csum, args.key_ids)
+        print(f"Signatures deleted: {n}")
+        return 0
+    keys = [load_gpg_secret(args.gpg_homedir, k) for k in args.key_ids]
+    gpg_sign_commit(repo, csum, keys, args.passphrase)
+    return 0
+
+
+def _ed25519_keys(args: argparse.Namespace, public: bool) -> list[bytes]:
+    if args.sign_type != "ed25519":
+        raise CommandError(f"signature type {args.sign_type!r} is not implemented")
+    texts = list(getattr(args, "keys", []) or getattr(args, "sign", []))
+    if args.keys_file:
+        texts += sign.parse_key_file(Path(args.keys_file).read_bytes())
+    if not texts:
+        raise CommandError("no keys given")
+    parse = sign.parse_ed25519_public_key if public else sign.parse_ed25519_secret_key
+    return [parse(t) for t in texts]
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    csum = repo.resolve_rev(args.commit)
+    assert csum is not None
+    if args.verify:
+        data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+        meta = repo.load_detached_metadata(csum) or {}
+        sigs = list(meta.get(ED25519_KEY, gv.Variant("aay", [])).value)
+        sign.verify_ed25519(data, sigs, _ed25519_keys(args, public=True))
+        print(f"Signature verified successfully with key of type {args.sign_type}")
+        return 0
+    sign_commit(repo, csum, _ed25519_keys(args, public=False))
+    return 0
+
+
+def _metadata_args(items: list[str]) -> dict[str, gv.Variant]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"bad metadata {item!r}, expected KEY=VALUE")
+        out[key] = gv.Variant("s", value)
+    return out
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    if args.update:
+        gpg_keys = [load_gpg_secret(args.gpg_homedir, k) for k in args.gpg_sign]
+        secrets = _ed25519_keys(args, public=False) if (args.sign or args.keys_file) else []
+        regenerate_summary(repo, gpg_keys=gpg_keys, ed25519_secrets=secrets,
+                           extra_metadata=_metadata_args(args.add_metadata))
+        return 0
+    try:
+        data = (repo.path / "summary").read_bytes()
+    except FileNotFoundError:
+        raise CommandError("no summary file; run 'summary -u'") from None
+    summary = Summary.from_bytes(data)
+    if args.raw:
+        print(format_variant("(a(s(taya{sv}))a{sv})", gv.decode("(a(s(taya{sv}))a{sv})", data)))
+        return 0
+    for ref in summary.refs:
+        print(f"* {ref.name}")
+        print(f"    Latest Commit ({ref.commit_size} bytes):")
+        print(f"      {ref.checksum_hex}")
+        if ref.timestamp is not None:
+            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.timezone.utc)
+            print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
+        if ref.version:
+            print(f"    Version (ostree.commit.version): {ref.version}")
+        print()
+    for name, digest in summary.static_deltas.items():
+        print(f"Static Deltas (ostree.static-deltas): {name} {digest}")
+    lm = summary.last_modified
+    if lm is not None:
+        ts = datetime.datetime.fromtimestamp(lm, datetime.timezone.utc)
+        print(f"Last-Modified (ostree.summary.last-modified): {ts.isoformat()}")
+    sig = repo.path / "summary.sig"
+    if sig.exists():
+        meta = parse_metadata(sig.read_bytes())
+        n = len(meta.get(GPG_KEY, gv.Variant("aay", [])).value)
+        print(f"Found {n} GPG signature(s) on the summary")
+    return 0

@@ -1,0 +1,151 @@
+"""The build-machine side: signing commits, regenerating and signing the summary.
+
+``gpg_sign_commit`` and ``sign_commit`` append signatures to a commit's detached metadata, as
+``ostree gpg-sign`` and ``ostree sign`` do. ``regenerate_summary`` writes ``summary`` (and
+``summary.sig`` when keys are given) and the ``delta-indexes/`` like ``ostree summary -u``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from . import gpg, sign
+from . import gvariant as gv
+from .core import ObjectType
+from .errors import RepoError
+from .fileio import atomic_write
+from .formats.delta import delta_index_path, mb64_decode, parse_delta_name
+from .formats.objects import add_signature, serialize_metadata
+from .formats.summary import build_delta_index, build_summary
+from .repo import Repo
+from .verify import ED25519_KEY, GPG_KEY
+
+
+def gpg_sign_commit(repo: Repo, csum: str, keys: Sequence[gpg.SecretKey],
+                    passphrase: str | None = None) -> None:
+    data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+    with repo.lock():
+        meta = repo.load_detached_metadata(csum) or {}
+        for key in keys:
+            meta = add_signature(meta, GPG_KEY, gpg.sign_detached(key, data, passphrase))
+        repo.write_detached_metadata(csum, meta)
+
+
+def delete_gpg_signatures(repo: Repo, csum: str, key_ids: Sequence[str]) -> int:
+    """``gpg-sign --delete``: drop the signatures made by these keys; returns how many."""
+    data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+    with repo.lock():
+        meta = dict(repo.load_detached_metadata(csum) or {})
+        sigs = list(meta.get(GPG_KEY, gv.Variant("aay", [])).value)
+        keep = []
+        for sig in sigs:
+            status = gpg.inspect_detached(gpg.Keyring(), data, [sig]).signatures
+            ids = {s.key_id.upper() for s in status}
+            if not any(i.endswith(k.upper()[-16:]) for i in ids for k in key_ids):
+                keep.append(sig)
+        meta[GPG_KEY] = gv.Variant("aay", keep)
+        if not keep:
+            del meta[GPG_KEY]
+        repo.write_detached_metadata(csum, meta or None)
+        return len(sigs) - len(keep)
+
+
+def sign_commit(repo: Repo, csum: str, secrets: Sequence[bytes]) -> None:
+    """``ostree sign --sign-type=ed25519``."""
+    data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+    with repo.lock():
+        meta = repo.load_detached_metadata(csum) or {}
+        for secret in secrets:
+            meta = add_signature(meta, ED25519_KEY, sign.sign_ed25519(secret, data))
+        repo.write_detached_metadata(csum, meta)
+
+
+def list_deltas(repo: Repo) -> list[tuple[str, Path]]:
+    """(delta name, directory) of every static delta in ``deltas/``, in directory order."""
+    found: list[tuple[str, Path]] = []
+    root = repo.path / "deltas"
+    if not root.is_dir():
+        return found
+    for prefix in os.listdir(root):
+        pdir = root / prefix
+        if not pdir.is_dir():
+            continue
+        for rest in os.listdir(pdir):
+            ddir = pdir / rest
+            if not (ddir / "superblock").is_file():
+                continue
+            text = prefix + rest
+            try:
+                if "-" in text:
+                    f, t = text.split("-", 1)
+                    name = f"{mb64_decode(f)}-{mb64_decode(t)}"
+                else:
+                    name = mb64_decode(text)
+            except Exception:  # a directory that is not a delta
+                continue
+            found.append((name, ddir))
+    return found
+
+
+def regenerate_summary(
+    repo: Repo, *, gpg_keys: Sequence[gpg.SecretKey] = (), ed25519_secrets: Sequence[bytes] = (),
+    extra_metadata: Mapping[str, gv.Variant] | None = None, passphrase: str | None = None,
+    last_modified: int | None = None,
+) -> bytes:
+    """Write ``summary``, the delta indexes and (with keys) ``summary.sig``."""
+    with repo.lock():
+        refs: dict[str, tuple[str, int, int | None, str | None]] = {}
+        for name, csum in repo.list_refs(remotes=False).items():
+            data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+            commit = repo.load_commit(csum)
+            refs[name] = (csum, len(data), commit.timestamp, commit.version)
+        deltas: list[tuple[str, str]] = []
+        by_target: dict[str, dict[str, str]] = {}
+        for name, ddir in list_deltas(repo):
+            digest = hashlib.sha256((ddir / "superblock").read_bytes()).hexdigest()
+            deltas.append((name, digest))
+            by_target.setdefault(parse_delta_name(name)[1], {})[name] = digest
+        no_deltas = repo.config.get_bool("core", "no-deltas-in-summary", False)
+        summary = build_summary(
+            refs,
+            last_modified=int(time.time()) if last_modified is None else last_modified,
+            mode=repo.mode.value,
+            deltas=[] if no_deltas else deltas,
+            tombstone_commits=repo.config.get_bool("core", "tombstone-commits", False),
+            extra_metadata=extra_metadata,
+            collection_id=repo.config.get("core", "collection-id", None),
+        )
+        data = summary.to_bytes()
+        for target, entries in by_target.items():
+            path = repo.path / delta_index_path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, build_delta_index(entries).to_bytes())
+        sig_meta: dict[str, gv.Variant] = {}
+        for key in gpg_keys:
+            sig_meta = add_signature(sig_meta, GPG_KEY, gpg.sign_detached(key, data, passphrase))
+        for secret in ed25519_secrets:
+            sig_meta = add_signature(sig_meta, ED25519_KEY, sign.sign_ed25519(secret, data))
+        if repo.config.get("core", "indexed-deltas", None) != "true":
+            repo.config.set("core", "indexed-deltas", "true")
+            repo.save_config()
+        if sig_meta:
+            atomic_write(repo.path / "summary.sig", serialize_metadata(sig_meta))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (repo.path / "summary.sig").unlink()
+        atomic_write(repo.path / "summary", data)
+        return data
+
+
+def load_gpg_secret(homedir: str | None, key_id: str) -> gpg.SecretKey:
+    if homedir is None:
+        homedir = os.environ.get("GNUPGHOME") or os.path.expanduser("~/.gnupg")
+    try:
+        return gpg.find_secret_key(homedir, key_id)
+    except OSError as exc:
+        raise RepoError(f"cannot read secret keys in {homedir}: {exc.strerror}") from exc
