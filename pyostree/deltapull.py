@@ -1,14 +1,242 @@
-"""Static deltas in pulls (filled in with the delta executor)."""
+"""Static deltas in pulls: choosing a delta, fetching its superblock and parts, executing them.
+
+The commit a delta produces was already fetched and verified (signatures included) by the
+object path before any part is executed. Downloaded part files are kept in
+``tmp/deltaparts/`` until the pull succeeds, so an interrupted pull does not fetch them again
+(the gap of ostree issues #1017/#1395).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .core import ObjectType
+from .deltas import execute_part_file, part_objects_present, read_superblock
+from .errors import ChecksumError, FormatError, RepoError, SignatureError
+from .formats.delta import (
+    DeltaSuperblock,
+    PartHeader,
+    delta_index_path,
+    delta_name,
+    delta_part_path,
+    delta_superblock_path,
+    parse_delta_name,
+)
+from .formats.summary import DeltaIndex
 
 if TYPE_CHECKING:
     from .formats.objects import Commit
     from .pull import PullResult, _Puller
 
 
+async def _available_deltas(p: _Puller, to_csum: str) -> dict[str, str] | None:
+    """Delta name → superblock sha256 offered for ``to_csum`` (None: nothing known)."""
+    summary = p.summary
+    if summary is not None and summary.indexed_deltas or summary is None:
+        data = await p.fetch_meta_file(delta_index_path(to_csum),
+                                       max_size=p.options.max_metadata_size, optional=True,
+                                       content_base=True)
+        if data is not None:
+            return DeltaIndex.from_bytes(data).deltas
+    if summary is not None:
+        return {n: d for n, d in summary.static_deltas.items()
+                if parse_delta_name(n)[1] == to_csum}
+    return None
+
+
+def _choose(p: _Puller, ref: str, to_csum: str, offered: dict[str, str]) -> str | None:
+    repo = p.repo
+    best: tuple[int, str] | None = None
+    for name in offered:
+        frm, to = parse_delta_name(name)
+        if to != to_csum or frm is None:
+            continue
+        if not repo.has_object(ObjectType.COMMIT, frm) or repo.is_partial(frm):
+            continue
+        ts = repo.load_commit(frm).timestamp
+        if best is None or ts > best[0]:
+            best = (ts, name)
+    if best is not None:
+        return best[1]
+    empty = delta_name(None, to_csum)
+    if empty in offered and repo.read_ref(p.local_refspec(ref)) is None:
+        return empty
+    return None
+
+
+class _PartCache:
+    """Downloaded delta parts, kept across interrupted pulls and verified before reuse."""
+
+    def __init__(self, repo_tmp: Path, name: str) -> None:
+        self.dir = repo_tmp / "deltaparts" / hashlib.sha256(name.encode()).hexdigest()[:32]
+
+    def path(self, header: PartHeader) -> Path:
+        return self.dir / header.checksum
+
+    def valid(self, header: PartHeader) -> bool:
+        path = self.path(header)
+        try:
+            if path.stat().st_size != header.size:
+                return False
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return False
+        return digest.hexdigest() == header.checksum
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 async def try_delta(p: _Puller, ref: str, csum: str, commit: Commit, result: PullResult) -> bool:
     """Apply a static delta for ``csum`` when one is offered; False means: walk objects."""
-    return False
+    opts = p.options
+    repo = p.repo
+    if opts.disable_static_deltas or opts.commit_metadata_only or (
+            repo.mode.is_archive and not opts.require_static_deltas) or (
+            p.local_source is not None and not opts.require_static_deltas):
+        return False
+    offered = await _available_deltas(p, csum) or {}
+    name = _choose(p, ref, csum, offered)
+    if name is None:
+        if opts.require_static_deltas:
+            raise RepoError(f"no static delta available for {ref} ({csum})")
+        return False
+    frm, to = parse_delta_name(name)
+    data = await p.fetch_meta_file(delta_superblock_path(frm, to),
+                                   max_size=opts.max_metadata_size, content_base=True)
+    assert data is not None
+    digest = hashlib.sha256(data).hexdigest()
+    if offered.get(name) != digest:
+        raise ChecksumError(f"static delta superblock {name} does not match its published "
+                            f"checksum", expected=offered.get(name, ""), actual=digest)
+    sb, _sigs = read_superblock(data)
+    if sb.to_checksum != csum or sb.from_checksum != frm:
+        raise FormatError(f"static delta {name} describes {sb.name}")
+    if sb.commit != repo_commit_bytes(p, csum):
+        raise SignatureError(f"static delta {name} embeds a different commit")
+    if opts.dry_run:
+        result.dry_run = _dry_run_info(sb, name)
+        return True
+    result.deltas.append(name)
+    await _apply(p, sb, name)
+    return True
+
+
+def repo_commit_bytes(p: _Puller, csum: str) -> bytes:
+    assert p.txn is not None
+    staged = p.txn.staged_path(ObjectType.COMMIT, csum)
+    if staged is not None:
+        return staged.read_bytes()
+    return p.repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+
+
+def _dry_run_info(sb: DeltaSuperblock, name: str) -> dict[str, object]:
+    size = sum(h.size for h in sb.parts) + sum(f.compressed_size for f in sb.fallbacks)
+    usize = sum(h.usize for h in sb.parts) + sum(f.uncompressed_size for f in sb.fallbacks)
+    from .cli.progress import human_size
+
+    return {
+        "delta": name,
+        "parts": len(sb.parts),
+        "fallbacks": len(sb.fallbacks),
+        "download-bytes": size,
+        "unpacked-bytes": usize,
+        "lines": [
+            f"Delta update: {len(sb.parts)}/{len(sb.parts)} parts, "
+            f"{human_size(size)} to transfer, {human_size(usize)} uncompressed",
+        ],
+    }
+
+
+async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
+    assert p.txn is not None
+    txn = p.txn
+    loop = asyncio.get_running_loop()
+    cache = _PartCache(p.repo.tmp_dir, name)
+    frm, to = sb.from_checksum, sb.to_checksum
+    free = _free_bytes(p.repo.path)
+    need = sum(h.usize for h in sb.parts)
+    if free is not None and need > free:
+        raise RepoError(f"static delta {name} needs {need} bytes, only {free} free")
+    sem = asyncio.Semaphore(2)
+
+    async def one(i: int, header: PartHeader) -> None:
+        if part_objects_present(txn, header):
+            return
+        inline = sb.inline_part(i)
+        if inline is not None:
+            await loop.run_in_executor(p.pool, lambda: execute_part_file(
+                txn, inline, header, inline=True))
+            return
+        path = cache.path(header)
+        async with sem:
+            if not cache.valid(header):
+                await _download_part(p, delta_part_path(frm, to, i), path, header)
+            p.stats.delta_parts += 1
+            p.stats.delta_bytes += header.size
+            p.stats.bytes += header.size
+
+            def run() -> None:
+                with open(path, "rb") as fh:
+                    execute_part_file(txn, fh, header)
+
+            await loop.run_in_executor(p.pool, run)
+
+    for fb in sb.fallbacks:
+        p.sizes[fb.checksum] = (fb.compressed_size, fb.uncompressed_size)
+    tasks = [asyncio.create_task(one(i, h)) for i, h in enumerate(sb.parts)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for fb in sb.fallbacks:
+        if not txn.has_object(ObjectType.FILE, fb.checksum):
+            await p.fetch_content(fb.checksum)
+    p.after_success.append(cache.remove)
+
+
+async def _download_part(p: _Puller, rel: str, path: Path, header: PartHeader) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    fh = open(tmp, "wb")
+    try:
+        if p.local_source is not None:
+            with open(p.local_source.path / rel, "rb") as src:
+                shutil.copyfileobj(src, fh)
+        else:
+            assert p.fetcher is not None
+            p.stats.requests += 1
+
+            def restart() -> None:
+                fh.seek(0)
+                fh.truncate()
+
+            await p.fetcher.fetch_stream(p._urls(rel, meta=False), fh.write,
+                                         max_size=header.size, restart=restart)
+        fh.close()
+    except BaseException:
+        fh.close()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.replace(tmp, path)
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

@@ -294,6 +294,8 @@ class _Puller:
         self.signatures: list[str] = []
         self.summary: Summary | None = None
         self.local_source: Repo | None = None
+        self.after_success: list[Callable[[], None]] = []
+        self.complete_before: set[str] = set()
 
     # ---------------------------------------------------------------- URLs and fetching
 
@@ -700,6 +702,8 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
             if not (options.commit_metadata_only or options.subpaths):
                 for csum in fetched:
                     repo.clear_partial(csum)
+            for action in p.after_success:
+                action()
         result.signatures = p.signatures
         result.seconds = time.monotonic() - start
         return result
@@ -714,6 +718,8 @@ async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult
     opts = p.options
     repo = p.repo
     walked: list[str] = []
+    p.complete_before = {c for c in targets.values()
+                         if repo.has_object(ObjectType.COMMIT, c) and not repo.is_partial(c)}
     for ref, csum in targets.items():
         commit = await p.fetch_commit(ref if ref != csum else None, csum, is_target=True)
         assert commit is not None
@@ -722,17 +728,18 @@ async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult
         if opts.commit_metadata_only:
             await _fetch_parents(p, commit, walk=False)
             continue
-        complete = repo.has_object(ObjectType.COMMIT, csum) and not repo.is_partial(csum)
-        used_delta = False
-        if not complete:
-            from .deltapull import try_delta
+        complete = csum in p.complete_before
+        if complete:
+            walked.append(csum)
+            continue
+        from .deltapull import try_delta
 
-            used_delta = await try_delta(p, ref, csum, commit, result)
+        await try_delta(p, ref, csum, commit, result)
         if opts.dry_run:
             continue
-        if not used_delta or not complete:
-            p.load_sizes(commit)
-            await p.walk(p.subpath_roots(commit))
+        # After a delta this only scans local trees and fetches what the delta left out.
+        p.load_sizes(commit)
+        await p.walk(p.subpath_roots(commit))
         walked.append(csum)
         walked += await _fetch_parents(p, commit, walk=True)
     return walked

@@ -1,0 +1,323 @@
+"""Static deltas against a repository: executing parts into a transaction, ``apply-offline``,
+listing, deleting and generating deltas (``ostree static-delta``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, BinaryIO, cast
+
+import attrs
+
+from .core import ObjectType
+from .deltaexec import ContentMeta, execute_part
+from .errors import FormatError, ObjectNotFoundError, RepoError
+from .fileio import atomic_write
+from .formats.content import FileHeader
+from .formats.delta import (
+    OBJ_FILE,
+    DeltaSuperblock,
+    Fallback,
+    PartBuilder,
+    PartHeader,
+    delta_dir,
+    open_part,
+    parse_delta_name,
+    unwrap_signed_superblock,
+)
+from .formats.objects import parse_metadata
+from .maintenance import walk_commit
+from .repo import Repo
+from .transaction import Transaction
+
+_CHUNK = 256 * 1024
+MB = 1_000_000
+
+
+class RepoDeltaTarget:
+    """The :class:`~pyostree.deltaexec.DeltaTarget` of a repository transaction."""
+
+    def __init__(self, txn: Transaction) -> None:
+        self.txn = txn
+
+    def has_object(self, objtype: int, csum: str) -> bool:
+        return self.txn.has_object(ObjectType(objtype), csum)
+
+    def open_content_source(self, csum: str) -> BinaryIO:
+        header, stream = self.txn.repo.open_content(csum)
+        if stream is None:
+            raise FormatError(f"delta read source {csum} is a symlink")
+        if stream.seekable():
+            return cast(BinaryIO, stream)
+        copy = self.temp_file()
+        with stream:
+            shutil.copyfileobj(stream, copy, _CHUNK)
+        copy.seek(0)
+        return copy
+
+    def write_metadata_object(self, objtype: int, csum: str, data: bytes) -> None:
+        self.txn.write_metadata(ObjectType(objtype), data, csum)
+
+    def write_content_object(self, csum: str, meta: ContentMeta, data: BinaryIO | None) -> None:
+        header = FileHeader(meta.uid, meta.gid, meta.mode, meta.symlink_target,
+                            tuple(sorted(meta.xattrs)), meta.size)
+        if data is None:
+            self.txn.write_content(header, (), csum)
+            return
+        self.txn.write_content(header, iter(lambda: data.read(_CHUNK), b""), csum)
+
+    def temp_file(self) -> BinaryIO:
+        staging = self.txn.staging
+        return cast(BinaryIO, tempfile.TemporaryFile(dir=staging))
+
+
+def read_superblock(data: bytes) -> tuple[DeltaSuperblock, dict[str, tuple[bytes, ...]]]:
+    """Parse a superblock file, unwrapping an ``OSTSGNDT`` signed superblock."""
+    unwrapped = unwrap_signed_superblock(data)
+    if unwrapped is None:
+        return DeltaSuperblock.from_bytes(data), {}
+    raw, sigs = unwrapped
+    return DeltaSuperblock.from_bytes(raw), sigs
+
+
+def part_objects_present(txn: Transaction, header: PartHeader) -> bool:
+    return all(txn.has_object(ObjectType(t), c) for t, c in header.objects)
+
+
+def execute_part_file(txn: Transaction, source: bytes | IO[bytes], header: PartHeader, *,
+                      inline: bool = False) -> int:
+    """Verify (unless inline), decompress under a cap and execute one part."""
+    payload = open_part(cast(bytes, source), header, verify_checksum=not inline)
+    return execute_part(payload, header, RepoDeltaTarget(txn))
+
+
+def stage_commit(txn: Transaction, sb: DeltaSuperblock) -> None:
+    txn.write_metadata(ObjectType.COMMIT, sb.commit, sb.to_checksum)
+    meta = sb.commitmeta
+    if meta is not None:
+        parse_metadata(meta)
+        txn.write_metadata(ObjectType.COMMIT_META, meta, sb.to_checksum)
+
+
+def apply_offline(repo: Repo, path: str | os.PathLike[str]) -> str:
+    """``static-delta apply-offline``: apply a delta directory (or its superblock file)."""
+    target = Path(path)
+    ddir = target if target.is_dir() else target.parent
+    sb_path = ddir / "superblock" if target.is_dir() else target
+    try:
+        data = sb_path.read_bytes()
+    except OSError as exc:
+        raise RepoError(f"cannot read delta superblock {sb_path}: {exc.strerror}") from exc
+    sb, _ = read_superblock(data)
+    if sb.from_checksum and not repo.has_object(ObjectType.COMMIT, sb.from_checksum):
+        raise ObjectNotFoundError(f"delta source commit {sb.from_checksum} is not in the repo")
+    for fb in sb.fallbacks:
+        if not repo.has_object(ObjectType.FILE, fb.checksum):
+            raise ObjectNotFoundError(
+                f"delta needs fallback object {fb.checksum}, which is not in the repository")
+    with repo.lock(), repo.transaction() as txn:
+        repo.mark_partial(sb.to_checksum)
+        stage_commit(txn, sb)
+        for i, header in enumerate(sb.parts):
+            if part_objects_present(txn, header):
+                continue
+            inline = sb.inline_part(i)
+            if inline is not None:
+                execute_part_file(txn, inline, header, inline=True)
+                continue
+            try:
+                with open(ddir / str(i), "rb") as fh:
+                    execute_part_file(txn, fh, header)
+            except FileNotFoundError:
+                raise RepoError(f"delta part {ddir / str(i)} is missing") from None
+    repo.clear_partial(sb.to_checksum)
+    return sb.to_checksum
+
+
+def list_delta_names(repo: Repo) -> list[str]:
+    from .signing import list_deltas
+
+    return sorted(name for name, _ in list_deltas(repo))
+
+
+def delete_delta(repo: Repo, name: str) -> None:
+    frm, to = parse_delta_name(name)
+    path = repo.path / delta_dir(frm, to)
+    if not path.is_dir():
+        raise RepoError(f"no static delta {name}")
+    shutil.rmtree(path)
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+@attrs.frozen
+class GenerateOptions:
+    max_chunk_size: int = 32 * MB
+    inline: bool = False
+    bsdiff: bool = True
+    max_bsdiff_size: int = 16 * MB
+    min_fallback_size: int = 4 * MB
+    fallbacks: bool = False
+
+
+def _new_objects(repo: Repo, from_csum: str | None, to_csum: str
+                 ) -> Iterator[tuple[ObjectType, str]]:
+    have: set[tuple[ObjectType, str]] = set()
+    if from_csum is not None:
+        have = set(walk_commit(repo, from_csum))
+    for item in walk_commit(repo, to_csum):
+        if item not in have:
+            yield item
+
+
+def _basenames(repo: Repo, commit: str) -> dict[str, list[tuple[str, int]]]:
+    """basename → [(content csum, size)] of the regular files of a commit."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    tree_stack = [repo.load_commit(commit).root_tree]
+    seen: set[str] = set()
+    while tree_stack:
+        t = tree_stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        tree = repo.load_dirtree(t)
+        for name, csum in tree.files:
+            out.setdefault(name, []).append((csum, -1))
+        tree_stack += [d[1] for d in tree.dirs]
+    return out
+
+
+def generate_delta(repo: Repo, from_rev: str | None, to_rev: str,
+                   options: GenerateOptions | None = None) -> str:
+    """Write ``deltas/…/superblock`` and its parts; returns the delta name."""
+    import time
+
+    opts = options or GenerateOptions()
+    to_csum = repo.resolve_rev(to_rev)
+    assert to_csum is not None
+    from_csum = repo.resolve_rev(from_rev) if from_rev else None
+    commit_bytes = repo.load_metadata_bytes(ObjectType.COMMIT, to_csum)
+    candidates = _basenames(repo, from_csum) if (from_csum and opts.bsdiff) else {}
+    names = _names_by_csum(repo, to_csum) if candidates else {}
+    parts: list[tuple[bytes, PartHeader]] = []
+    fallbacks: list[Fallback] = []
+    builder = PartBuilder()
+
+    def flush() -> None:
+        nonlocal builder
+        if builder.objects:
+            parts.append(builder.finish())
+        builder = PartBuilder()
+
+    meta_first: list[tuple[ObjectType, str]] = []
+    files: list[str] = []
+    for otype, csum in _new_objects(repo, from_csum, to_csum):
+        if otype is ObjectType.FILE:
+            files.append(csum)
+        elif otype is not ObjectType.COMMIT:
+            meta_first.append((otype, csum))
+    for otype, csum in meta_first:
+        builder.add_metadata(int(otype), csum, repo.load_metadata_bytes(otype, csum))
+        if builder.usize >= opts.max_chunk_size:
+            flush()
+    for csum in files:
+        header, stream = repo.open_content(csum)
+        if header.is_symlink:
+            builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs,
+                                header.symlink_target.encode())
+            continue
+        assert stream is not None
+        if opts.fallbacks and header.size >= opts.min_fallback_size and repo.mode.is_archive:
+            stream.close()
+            size = repo.object_path(ObjectType.FILE, csum).stat().st_size
+            fallbacks.append(Fallback(OBJ_FILE, csum, size, header.size))
+            continue
+        with stream:
+            data = stream.read()
+        source = _bsdiff_source(repo, candidates, names.get(csum), header.size, opts)
+        if source is not None:
+            from .formats.bspatch import bsdiff
+
+            _, sstream = repo.open_content(source)
+            assert sstream is not None
+            with sstream:
+                old = sstream.read()
+            patch = bsdiff(old, data)
+            # The patch is mostly zeros where the files agree: judge it compressed.
+            if len(zlib.compress(patch, 1)) < len(zlib.compress(data, 1)) * 3 // 4:
+                builder.add_bsdiff(csum, header.uid, header.gid, header.mode, header.xattrs,
+                                   header.size, source, patch)
+            else:
+                builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs,
+                                    data)
+        else:
+            builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs, data)
+        if builder.usize >= opts.max_chunk_size:
+            flush()
+    flush()
+    detached = None
+    try:
+        detached = repo.load_metadata_bytes(ObjectType.COMMIT_META, to_csum)
+    except ObjectNotFoundError:
+        pass
+    sb = DeltaSuperblock.build(
+        from_checksum=from_csum, to_checksum=to_csum, commit=commit_bytes,
+        parts=[h for _, h in parts], fallbacks=fallbacks, timestamp=int(time.time()),
+        inline_parts=[f for f, _ in parts] if opts.inline else None, commitmeta=detached)
+    ddir = repo.path / delta_dir(from_csum, to_csum)
+    tmp = ddir.with_name(ddir.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if not opts.inline:
+        for i, (part_file, _) in enumerate(parts):
+            atomic_write(tmp / str(i), part_file, fsync=False)
+    atomic_write(tmp / "superblock", sb.to_bytes())
+    if ddir.exists():
+        shutil.rmtree(ddir)
+    os.rename(tmp, ddir)
+    return sb.name
+
+
+def _names_by_csum(repo: Repo, commit: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    stack = [repo.load_commit(commit).root_tree]
+    seen: set[str] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        tree = repo.load_dirtree(t)
+        for name, csum in tree.files:
+            out.setdefault(csum, name)
+        stack += [d[1] for d in tree.dirs]
+    return out
+
+
+def _bsdiff_source(repo: Repo, candidates: dict[str, list[tuple[str, int]]], name: str | None,
+                   size: int, opts: GenerateOptions) -> str | None:
+    """A file of the same basename and a size within 30% (libostree's rule), else None."""
+    if name is None or size > opts.max_bsdiff_size or size < 4096:
+        return None
+    for csum, _ in candidates.get(name, []):
+        try:
+            header = repo.read_content_header(csum)
+        except RepoError:
+            continue
+        if header.is_symlink or not header.size:
+            continue
+        if abs(header.size - size) * 10 <= 3 * max(size, header.size):
+            return csum
+    return None
+
+
+def superblock_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
