@@ -223,7 +223,10 @@ async def _download_part(p: _Puller, rel: str, path: Path, header: PartHeader) -
                 fh.seek(0)
                 fh.truncate()
 
-            await p.fetcher.fetch_stream(p._urls(rel, meta=False), fh.write,
+            def write(chunk: bytes) -> None:
+                fh.write(chunk)
+
+            await p.fetcher.fetch_stream(p._urls(rel, meta=False), write,
                                          max_size=header.size, restart=restart)
         fh.close()
     except BaseException:

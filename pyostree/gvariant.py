@@ -24,7 +24,16 @@ import attrs
 
 from .errors import FormatError
 
-__all__ = ["Variant", "GType", "parse_type", "decode", "encode", "swap32", "swap64"]
+__all__ = [
+    "GType",
+    "Variant",
+    "byteswap",
+    "decode",
+    "encode",
+    "parse_type",
+    "swap32",
+    "swap64",
+]
 
 _FIXED_BASIC: dict[str, tuple[int, str]] = {
     "y": (1, "<B"),
@@ -103,11 +112,11 @@ def _parse_one(s: str, i: int, depth: int) -> tuple[GType, int]:
                 break
             child, j = _parse_one(s, j, depth + 1)
             children.append(child)
-        if c == "{":
-            if len(children) != 2 or children[0].code not in _FIXED_BASIC and children[
-                0
-            ].code not in _STRINGS:
-                raise FormatError(f"invalid dict entry type {s[i:j]!r}")
+        if c == "{" and (
+            len(children) != 2
+            or (children[0].code not in _FIXED_BASIC and children[0].code not in _STRINGS)
+        ):
+            raise FormatError(f"invalid dict entry type {s[i:j]!r}")
         alignment = max((ch.alignment for ch in children), default=1)
         fixed = 0
         if all(ch.fixed_size for ch in children):
@@ -315,7 +324,7 @@ def _encode(t: GType, value: Any) -> bytes:
     if code == "a":
         child = t.children[0]
         if child.code == "y":
-            return bytes(value)
+            return bytes(value)  # type: ignore[no-any-return]
         items = list(value.items()) if child.code == "{" else list(value)
         if child.fixed_size:
             return b"".join(_encode(child, item) for item in items)
@@ -333,7 +342,7 @@ def _encode(t: GType, value: Any) -> bytes:
     body = bytearray()
     ends = []
     last = len(t.children) - 1
-    for idx, (child, item) in enumerate(zip(t.children, value)):
+    for idx, (child, item) in enumerate(zip(t.children, value, strict=True)):
         body += b"\0" * (_align(len(body), child.alignment) - len(body))
         body += _encode(child, item)
         if not child.fixed_size and idx != last:
@@ -348,3 +357,36 @@ def _encode(t: GType, value: Any) -> bytes:
 def encode(type_string: str, value: Any) -> bytes:
     """Serialise ``value`` as ``type_string`` in normal form."""
     return _encode(parse_type(type_string), value)
+
+
+# ---------------------------------------------------------------------------- byte swapping
+
+
+def _byteswap(t: GType, value: Any) -> Any:
+    code = t.code
+    if code in _FIXED_BASIC:
+        if t.fixed_size == 1:
+            return value
+        fmt = _FIXED_BASIC[code][1]
+        return struct.unpack(">" + fmt[1:], struct.pack(fmt, value))[0]
+    if code in _STRINGS:
+        return value
+    if code == "v":
+        return Variant(value.type, _byteswap(parse_type(value.type), value.value))
+    if code == "m":
+        return None if value is None else _byteswap(t.children[0], value)
+    if code == "a":
+        child = t.children[0]
+        if child.code == "y":
+            return value
+        if child.code == "{":
+            key_t, val_t = child.children
+            return {_byteswap(key_t, k): _byteswap(val_t, v) for k, v in value.items()}
+        return [_byteswap(child, item) for item in value]
+    return tuple(_byteswap(c, v) for c, v in zip(t.children, value, strict=True))
+
+
+def byteswap(type_string: str, value: Any) -> Any:
+    """``g_variant_byteswap``: every multi-byte number swapped (the ostree tool prints metadata
+    this way on little-endian hosts, so its big-endian fields read naturally)."""
+    return _byteswap(parse_type(type_string), value)

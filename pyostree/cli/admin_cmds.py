@@ -1,9 +1,251 @@
-"""Commands (filled in as their layers land)."""
+"""``admin`` commands (sysroot deployments) and the top-level ``deploy`` alias."""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+from .. import deploy as dep
+from ..errors import DeployError
+from ..pull import PullOptions
+from ..sysroot import Sysroot, status_json, status_text
+from ..upgrade import switch, upgrade
+from .common import CommandError, print_json
+
+
+def _sysroot_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sysroot", default=argparse.SUPPRESS, metavar="PATH",
+                   help="use this sysroot instead of /")
+    p.add_argument("--print-current-dir", action="store_true", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)
+
+
+def _add(sub: Any, name: str, func: Any, help_text: str,
+         aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text,
+                                                aliases=aliases)
+    _sysroot_arg(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _deploy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("revision", help="REF, REMOTE:REF or commit checksum")
+    p.add_argument("--os", "--stateroot", dest="os", help="the stateroot (OS name)")
+    p.add_argument("--karg", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a kernel argument (replacing one with the same key)")
+    p.add_argument("--karg-append", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--karg-delete", metavar="KEY=VALUE")
+    p.add_argument("--karg-none", action="store_true", help="no kernel arguments")
+    p.add_argument("--karg-proc-cmdline", action="store_true",
+                   help="take the kernel arguments from /proc/cmdline")
+    p.add_argument("--no-merge", action="store_true", help="do not merge /etc or kargs")
+    p.add_argument("--no-prune", action="store_true", help="do not prune the repository")
+    p.add_argument("--retain", action="store_true", help="keep all existing deployments")
+    p.add_argument("--retain-pending", action="store_true")
+    p.add_argument("--retain-rollback", action="store_true")
+    p.add_argument("--not-as-default", action="store_true",
+                   help="add the deployment after the default one")
+    p.add_argument("--origin-file", help="use this origin file")
+    p.add_argument("--stage", action="store_true", help="finalize at shutdown")
+    p.add_argument("--lock-finalization", action="store_true")
 
 
 def register(sub: Any) -> None:
-    """No commands yet."""
+    p = sub.add_parser("admin", help="Commands that need a sysroot (deployments)",
+                       description="Commands that need a sysroot (deployments)")
+    _sysroot_arg(p)
+    p.set_defaults(func=lambda a: _usage(p))
+    asub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND")
+
+    q = _add(asub, "init-fs", cmd_init_fs, "Initialize a root filesystem")
+    q.add_argument("path")
+    q.add_argument("--modern", action="store_true")
+    q = _add(asub, "os-init", cmd_os_init, "Initialize a stateroot", aliases=("stateroot-init",))
+    q.add_argument("osname")
+    q = _add(asub, "deploy", cmd_deploy, "Check out a revision as a new deployment")
+    _deploy_options(q)
+    q = _add(asub, "status", cmd_status, "List deployments")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.add_argument("-v", "--verbose", action="store_true")
+    q = _add(asub, "undeploy", cmd_undeploy, "Delete a deployment by index")
+    q.add_argument("index", type=int)
+    q = _add(asub, "set-default", cmd_set_default, "Make a deployment the default")
+    q.add_argument("index", type=int)
+    q = _add(asub, "pin", cmd_pin, "Keep a deployment from being garbage collected")
+    q.add_argument("indexes", type=int, nargs="+")
+    q.add_argument("-u", "--unpin", action="store_true")
+    q = _add(asub, "cleanup", cmd_cleanup, "Delete untagged deployments and repo objects")
+    q = _add(asub, "rollback", cmd_rollback, "Make the previous deployment the default")
+    q = _add(asub, "boot-complete", cmd_boot_complete,
+             "Mark the booted deployment good (boot counting)")
+    q = _add(asub, "finalize-staged", cmd_finalize, "Write a staged deployment")
+    q = _add(asub, "upgrade", cmd_upgrade, "Pull the origin ref and deploy it")
+    q.add_argument("--os", help="the stateroot")
+    q.add_argument("--pull-only", action="store_true", help="do not deploy")
+    q.add_argument("--deploy-only", action="store_true", help="do not pull")
+    q.add_argument("--allow-downgrade", action="store_true")
+    q.add_argument("--override-commit", metavar="CHECKSUM")
+    q.add_argument("--check", action="store_true",
+                   help="only report whether an update exists (fetches commit metadata only)")
+    q.add_argument("--reboot", "-r", action="store_true", help="reboot after deploying")
+    q.add_argument("--json", action="store_true")
+    q = _add(asub, "switch", cmd_switch, "Deploy another ref")
+    q.add_argument("ref")
+    q.add_argument("--os", help="the stateroot")
+    q.add_argument("--reboot", "-r", action="store_true")
+    q = _add(asub, "kargs", lambda a: _usage(q), "Change kernel arguments")
+    ksub = q.add_subparsers(dest="kargs_command", metavar="SUBCOMMAND")
+    k = _add(ksub, "edit-in-place", cmd_kargs, "Append kernel arguments to every deployment")
+    k.add_argument("--append-if-missing", action="append", default=[], metavar="KEY=VALUE")
+
+    top = _add(sub, "deploy", cmd_deploy, "Same as 'admin deploy'")
+    _deploy_options(top)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 1
+
+
+def _sysroot(args: argparse.Namespace) -> Sysroot:
+    path = Path(getattr(args, "sysroot", None) or "/")
+    if not (path / "ostree").is_dir():
+        raise DeployError(f"{path} is not an OSTree sysroot (no ostree/ directory)")
+    return Sysroot(path).load()
+
+
+def cmd_init_fs(args: argparse.Namespace) -> int:
+    dep.init_fs(args.path, modern=args.modern)
+    return 0
+
+
+def cmd_os_init(args: argparse.Namespace) -> int:
+    dep.os_init(_sysroot(args), args.osname)
+    print(f"ostree/deploy/{args.osname} initialized as OSTree root")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    sysroot = _sysroot(args)
+    new = dep.deploy(
+        sysroot, args.os, args.revision, kargs=args.karg, karg_append=args.karg_append,
+        karg_delete=args.karg_delete, karg_none=args.karg_none,
+        karg_proc_cmdline=args.karg_proc_cmdline, no_merge=args.no_merge,
+        no_prune=args.no_prune, retain=args.retain, retain_pending=args.retain_pending,
+        retain_rollback=args.retain_rollback, not_as_default=args.not_as_default,
+        origin_file=args.origin_file, stage=args.stage,
+        lock_finalization=args.lock_finalization,
+        origin_refspec=args.revision if ":" in args.revision else None,
+    )
+    print(f"Deployed {new.osname} {new.name}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    sysroot = _sysroot(args)
+    if args.json:
+        print_json(status_json(sysroot))
+        return 0
+    text = status_text(sysroot)
+    if not sysroot.deployments:
+        print("No deployments.")
+        return 0
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    removed = dep.undeploy(_sysroot(args), args.index)
+    print(f"Deleted deployment {removed.name}")
+    return 0
+
+
+def cmd_set_default(args: argparse.Namespace) -> int:
+    dep.set_default(_sysroot(args), args.index)
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    sysroot = _sysroot(args)
+    for index in args.indexes:
+        changed = dep.pin(sysroot, index, unpin=args.unpin)
+        word = "unpinned" if args.unpin else "pinned"
+        state = "now" if changed else "already"
+        print(f"Deployment {index} is {state} {word}")
+        sysroot.load()
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    dep.cleanup(_sysroot(args))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    target = dep.rollback(_sysroot(args))
+    print(f"Moving '{target.name}' to be first deployment")
+    return 0
+
+
+def cmd_boot_complete(args: argparse.Namespace) -> int:
+    dep.boot_complete(_sysroot(args))
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    if not dep.finalize_staged(_sysroot(args)):
+        print("No staged deployment")
+    return 0
+
+
+def _reboot() -> None:
+    import subprocess
+
+    subprocess.run(["systemctl", "reboot"], check=False)
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    if args.pull_only and args.deploy_only:
+        raise CommandError("--pull-only and --deploy-only conflict")
+    result = upgrade(
+        _sysroot(args), args.os, pull_only=args.pull_only, deploy_only=args.deploy_only,
+        allow_downgrade=args.allow_downgrade, override_commit=args.override_commit,
+        check_only=args.check, options=PullOptions(timestamp_check=False),
+    )
+    if args.json:
+        print_json({"refspec": result.refspec, "current": result.current,
+                    "target": result.target, "available": result.available,
+                    "deployed": result.deployed, "version": result.version})
+    elif args.check:
+        if result.available:
+            print(f"Update available: {result.target}"
+                  + (f" (version {result.version})" if result.version else ""))
+        else:
+            print("No update available.")
+    elif not result.available:
+        print("No update available.")
+    elif result.deployed:
+        print(f"Deployed {result.target}; reboot to use it")
+    else:
+        print(f"Pulled {result.target}")
+    if args.check:
+        return 0 if result.available else 77
+    if args.reboot and result.deployed:
+        _reboot()
+    return 0
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    result = switch(_sysroot(args), args.ref, args.os)
+    print(f"Deployed {result.target}" if result.deployed else "Already deployed")
+    if args.reboot and result.deployed:
+        _reboot()
+    return 0
+
+
+def cmd_kargs(args: argparse.Namespace) -> int:
+    dep.kargs_edit_in_place(_sysroot(args), args.append_if_missing)
+    return 0

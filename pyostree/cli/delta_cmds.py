@@ -20,7 +20,8 @@ from .progress import human_size
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "static-delta", lambda a: _usage(p), "Manage static delta files")
+    p: argparse.ArgumentParser = command(sub, "static-delta", lambda a: _usage(p),
+                                         "Manage static delta files")
     dsub = p.add_subparsers(dest="delta_command", metavar="SUBCOMMAND")
     command(dsub, "list", cmd_list, "List static delta files")
     q = command(dsub, "show", cmd_show, "Dump information on a delta")

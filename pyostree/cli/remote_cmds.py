@@ -23,7 +23,8 @@ from .progress import PullProgress, human_size
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "remote", lambda a: _missing(p), "Manage remote repositories")
+    p: argparse.ArgumentParser = command(sub, "remote", lambda a: _missing(p),
+                                         "Manage remote repositories")
     rsub = p.add_subparsers(dest="remote_command", metavar="SUBCOMMAND")
 
     q = command(rsub, "add", cmd_remote_add, "Add a remote")

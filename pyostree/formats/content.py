@@ -11,7 +11,7 @@ import hashlib
 import stat
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import attrs
 
@@ -24,6 +24,7 @@ ARCHIVE_HEADER_TYPE = "(tuuuusa(ayay))"
 OSTREEMETA_TYPE = "(uuua(ayay))"
 ARCHIVE_COMPRESSION_LEVEL = 6
 MAX_HEADER_SIZE = 10 * 1024 * 1024
+INFLATE_PIECE = 256 * 1024
 _ALLOWED_MODE_BITS = stat.S_IFMT(0o170000) | 0o7777
 
 
@@ -93,7 +94,7 @@ def validate_mode(mode: int) -> None:
 def _frame_length(data: bytes) -> int:
     if len(data) < 8:
         raise FormatError("truncated content object header")
-    (length,) = struct.unpack_from(">I", data)
+    length: int = struct.unpack_from(">I", data)[0]
     if data[4:8] != b"\0\0\0\0":
         raise FormatError("content object header padding is not zero")
     if length > MAX_HEADER_SIZE:
@@ -189,7 +190,11 @@ def new_compressor() -> zlib._Compress:
 
 
 class ArchiveInflater:
-    """Inflate a ``.filez`` body incrementally with a hard cap on the output size."""
+    """Inflate a ``.filez`` body incrementally with a hard cap on the output size.
+
+    :meth:`chunks` yields the output in pieces of at most 256 KiB, so memory stays bounded
+    however well the data compresses; :meth:`feed` joins them (only for small inputs).
+    """
 
     __slots__ = ("_dec", "_expected", "produced")
 
@@ -198,23 +203,34 @@ class ArchiveInflater:
         self._expected = expected_size
         self.produced = 0
 
-    def feed(self, chunk: bytes) -> bytes:
-        if self._dec.eof:
-            if chunk:
+    def chunks(self, chunk: bytes) -> Iterator[bytes]:
+        data = chunk
+        while True:
+            if self._dec.eof:
+                if data:
+                    raise FormatError("trailing data after compressed file content")
+                return
+            limit = min(self._expected - self.produced + 1, INFLATE_PIECE)
+            try:
+                out = self._dec.decompress(data, limit)
+            except zlib.error as exc:
+                raise FormatError(f"corrupt compressed file content: {exc}") from exc
+            self.produced += len(out)
+            if self.produced > self._expected:
+                raise FormatError("compressed file content is larger than its header says")
+            if self._dec.eof and self._dec.unused_data:
                 raise FormatError("trailing data after compressed file content")
-            return b""
-        try:
-            out = self._dec.decompress(chunk, self._expected - self.produced + 1)
-        except zlib.error as exc:
-            raise FormatError(f"corrupt compressed file content: {exc}") from exc
-        if self._dec.unconsumed_tail and not self._dec.eof:
-            raise FormatError("compressed file content is larger than its header says")
-        self.produced += len(out)
-        if self.produced > self._expected:
-            raise FormatError("compressed file content is larger than its header says")
-        if self._dec.eof and self._dec.unused_data:
-            raise FormatError("trailing data after compressed file content")
-        return out
+            if out:
+                yield out
+            tail = self._dec.unconsumed_tail
+            if not tail:
+                return
+            if not out and tail == data:  # pragma: no cover - zlib always makes progress
+                raise FormatError("compressed file content does not inflate")
+            data = tail
+
+    def feed(self, chunk: bytes) -> bytes:
+        return b"".join(self.chunks(chunk))
 
     def finish(self) -> None:
         if not self._dec.eof:
