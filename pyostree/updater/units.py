@@ -1,26 +1,47 @@
-"""The systemd units shipped with pyostree, and installing them."""
+"""The systemd units shipped as package data (``pyostree/data/systemd``)."""
 
 from __future__ import annotations
 
-import shutil
-from importlib import resources
+import importlib.resources
+import os
 from pathlib import Path
+
+from ..fileio import atomic_write
+
+__all__ = ["UNIT_NAMES", "install_units", "unit_files", "unit_text"]
+
+UNIT_NAMES = (
+    "pyostree-update.service",
+    "pyostree-update.timer",
+    "pyostree-update-oneshot.service",
+    "pyostree-update-check.service",
+)
+
+
+def unit_text(name: str) -> str:
+    """The text of one shipped unit."""
+    if name not in UNIT_NAMES:
+        raise ValueError(f"unknown unit {name!r}")
+    return (importlib.resources.files("pyostree") / "data" / "systemd" / name).read_text()
 
 
 def unit_files() -> list[tuple[str, bytes]]:
-    base = resources.files("pyostree") / "data" / "systemd"
-    return sorted((p.name, p.read_bytes()) for p in base.iterdir()
-                  if p.name.endswith((".service", ".timer")))
+    """Every shipped unit as (name, bytes), sorted by name."""
+    return sorted((name, unit_text(name).encode()) for name in UNIT_NAMES)
 
 
-def install_units(directory: str | Path) -> list[Path]:
-    """Copy every unit into ``directory``; returns the paths written."""
+def install_units(directory: str | os.PathLike[str]) -> list[Path]:
+    """Write every unit into ``directory`` (atomically, mode 0644); return the paths.
+
+    Enabling them stays with the administrator: ``systemctl daemon-reload`` then
+    ``systemctl enable --now pyostree-update.timer`` (or ``pyostree-update.service``) and
+    ``systemctl enable pyostree-update-check.service``.
+    """
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, data in unit_files():
-        tmp = target / f".{name}.tmp"
-        tmp.write_bytes(data)
-        shutil.move(tmp, target / name)
-        written.append(target / name)
+    for name in UNIT_NAMES:
+        path = target / name
+        atomic_write(path, unit_text(name).encode(), mode=0o644)
+        written.append(path)
     return written
