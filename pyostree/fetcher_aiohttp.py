@@ -1,0 +1,81 @@
+"""aiohttp transport for ``BaseFetcher``: the fast path (HTTP/1.1, one pooled session)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from pyostree.errors import FetchError, TransientFetchError
+from pyostree.fetcher import BaseFetcher, FetchConfig, describe, tls_verify_error
+
+
+class _Response:
+    __slots__ = ("_resp", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+
+    def header(self, name: str) -> str | None:
+        return self._resp.headers.get(name)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._resp.content.iter_any()
+
+    async def aclose(self) -> None:
+        # release() keeps a fully read connection alive; anything unread closes it.
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
+class AiohttpFetcher(BaseFetcher):
+    """``BaseFetcher`` over an ``aiohttp.ClientSession`` created on first use."""
+
+    backend_name = "aiohttp"
+
+    def __init__(self, config: FetchConfig) -> None:
+        super().__init__(config)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            cfg = self.config
+            connector = aiohttp.TCPConnector(
+                limit=cfg.max_in_flight, ssl=self._ssl, ttl_dns_cache=300
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout),
+                auto_decompress=False,
+                trust_env=False,
+                skip_auto_headers=("Accept-Encoding", "User-Agent"),
+                read_bufsize=1 << 18,
+            )
+            self._session = session
+        return session
+
+    async def _open(self, url: str, headers: dict[str, str]) -> _Response:
+        resp = await self._get_session().get(
+            url, headers=headers, allow_redirects=False, proxy=self.config.proxy
+        )
+        return _Response(resp)
+
+    def _translate(self, exc: Exception, url: str) -> FetchError:
+        verify = tls_verify_error(exc, url)
+        if verify is not None:
+            return verify
+        if isinstance(exc, aiohttp.InvalidURL | ValueError):
+            return FetchError(f"{url}: invalid URL ({describe(exc)})", url=url)
+        if isinstance(exc, asyncio.TimeoutError):
+            return TransientFetchError(f"{url}: timed out ({describe(exc)})", url=url)
+        return TransientFetchError(f"{url}: {describe(exc)}", url=url)
+
+    async def _aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
