@@ -20,7 +20,7 @@ from .core import ObjectType
 from .errors import FormatError, RepoError
 from .fileio import os_error
 from .formats.content import parse_ostreemeta
-from .repo import OSTREEMETA_XATTR, Repo, RepoMode
+from .repo import OSTREEMETA_XATTR, Repo, RepoMode, utf8_target
 
 _CHUNK = 256 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -41,12 +41,13 @@ class _Checkout:
     def __init__(self, repo: Repo, opts: CheckoutOptions) -> None:
         self.repo = repo
         self.opts = opts
-        self.user_mode = opts.user_mode or os.geteuid() != 0
         mode = repo.mode
+        # As in ostree, bare-user-only checkouts are always user mode.
+        self.user_mode = (opts.user_mode or os.geteuid() != 0
+                          or mode is RepoMode.BARE_USER_ONLY)
         self.can_link = not opts.force_copy and (
             (mode is RepoMode.BARE and not opts.user_mode)
-            or (mode is RepoMode.BARE_USER and self.user_mode)
-            or mode is RepoMode.BARE_USER_ONLY
+            or (mode in (RepoMode.BARE_USER, RepoMode.BARE_USER_ONLY) and self.user_mode)
         )
         if opts.require_hardlinks and not self.can_link:
             raise RepoError(
@@ -67,7 +68,7 @@ class _Checkout:
     def file(self, dfd: int, name: str, csum: str) -> None:
         if self.opts.union:
             self._remove_existing(dfd, name)
-        if self.can_link:
+        if self.can_link and self._linkable(csum):
             src = self.repo.object_path(ObjectType.FILE, csum)
             if self.repo.mode is RepoMode.BARE_USER and self._bare_user_symlink(src):
                 self._symlink_from_bare_user(dfd, name, src)
@@ -90,7 +91,9 @@ class _Checkout:
                     os.chown(name, header.uid, header.gid, dir_fd=dfd, follow_symlinks=False)
             return
         assert stream is not None
-        perm = header.mode & (0o775 if self.user_mode else 0o7777)
+        perm = header.mode & 0o7777
+        if self.user_mode:  # no setuid files in user checkouts; keep them readable to us
+            perm = (perm & ~(stat.S_ISUID | stat.S_ISGID)) | stat.S_IRUSR
         with stream:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=dfd)
@@ -103,11 +106,20 @@ class _Checkout:
                     os.fchown(fd, header.uid, header.gid)
                     for xname, value in header.xattrs:
                         with contextlib.suppress(OSError):
-                            os.setxattr(fd, xname[:-1].decode(), value)
+                            os.setxattr(fd, xname[:-1], value)
                 os.fchmod(fd, perm)
-                os.utime(fd, ns=(0, 0))
             finally:
                 os.close(fd)
+
+    def _linkable(self, csum: str) -> bool:
+        """ostree copies empty files (hardlinking them hits EMLINK) and, in user mode, files
+        we could not read."""
+        header = self.repo.read_content_header(csum)
+        if header.is_symlink:
+            return True
+        if header.size == 0:
+            return False
+        return not (self.user_mode and not header.mode & stat.S_IRUSR)
 
     @staticmethod
     def _bare_user_symlink(src: Path) -> bool:
@@ -120,15 +132,17 @@ class _Checkout:
     @staticmethod
     def _symlink_from_bare_user(dfd: int, name: str, src: Path) -> None:
         raw = src.read_bytes()
-        if not raw.endswith(b"\0"):
+        if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
             raise FormatError(f"bare-user symlink object {src.name} lacks its NUL")
-        os.symlink(raw[:-1].decode(), name, dir_fd=dfd)
+        os.symlink(utf8_target(raw[:-1], src.name), name, dir_fd=dfd)
 
     def directory(self, parent_fd: int, name: str | None, tree_csum: str, meta_csum: str,
                   dest: Path | None = None) -> None:
         meta = self.repo.load_dirmeta(meta_csum)
         tree = self.repo.load_dirtree(tree_csum)
-        perm = meta.mode & (0o775 if self.user_mode else 0o7777)
+        # bare-user-only repos hold no setuid, sticky or world-writable directories.
+        perm = meta.mode & (0o775 if self.repo.mode is RepoMode.BARE_USER_ONLY else 0o7777)
+        existed = False
         if name is None:
             assert dest is not None
             try:
@@ -136,6 +150,7 @@ class _Checkout:
             except FileExistsError:
                 if not self.opts.union:
                     raise RepoError(f"destination {dest} already exists", path=str(dest)) from None
+                existed = True
             dfd = os.open(dest, _DIR_FLAGS)
         else:
             try:
@@ -143,19 +158,24 @@ class _Checkout:
             except FileExistsError:
                 if not self.opts.union:
                     raise
+                existed = True
             dfd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
+            if not existed and not self.user_mode:
+                for xname, value in meta.xattrs:
+                    with contextlib.suppress(OSError):
+                        os.setxattr(dfd, xname[:-1], value)
             for fname, fcsum in tree.files:
                 self.file(dfd, fname, fcsum)
             for dname, dtree, dmeta in tree.dirs:
                 self.directory(dfd, dname, dtree, dmeta)
-            if not self.user_mode:
-                os.fchown(dfd, meta.uid, meta.gid)
-                for xname, value in meta.xattrs:
-                    with contextlib.suppress(OSError):
-                        os.setxattr(dfd, xname[:-1].decode(), value)
-            os.fchmod(dfd, perm)
-            os.utime(dfd, ns=(0, 0))
+            # Like ostree: directories that were already there keep their metadata.
+            if not existed:
+                os.fchmod(dfd, perm)
+                if not self.user_mode:
+                    os.fchown(dfd, meta.uid, meta.gid)
+                if not self.opts.force_copy:
+                    os.utime(dfd, ns=(0, 0))
         finally:
             os.close(dfd)
 

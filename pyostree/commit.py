@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -32,6 +32,17 @@ class CommitOptions:
     no_xattrs: bool = False
 
 
+def _utf8(text: str, path: str) -> str:
+    """OSTree names and symlink targets are UTF-8 strings; refuse what is not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise RepoError(f"{shown}: not valid UTF-8 (OSTree cannot store it)",
+                        path=shown) from None
+    return text
+
+
 def _canonical(repo: Repo, opts: CommitOptions) -> bool:
     return opts.canonical_permissions or repo.mode is RepoMode.BARE_USER_ONLY
 
@@ -47,7 +58,7 @@ def _file_header(path: str, st: os.stat_result, repo: Repo, opts: CommitOptions)
         if stat.S_ISREG(mode):
             mode = stat.S_IFREG | (mode & 0o755)
     if stat.S_ISLNK(mode):
-        return FileHeader(uid, gid, mode, os.readlink(path), xattrs)
+        return FileHeader(uid, gid, mode, _utf8(os.readlink(path), path), xattrs)
     return FileHeader(uid, gid, mode, "", xattrs, st.st_size)
 
 
@@ -75,7 +86,7 @@ def write_directory(txn: Transaction, root: Path, opts: CommitOptions) -> tuple[
         files: dict[str, str] = {}
         dirs: dict[str, tuple[str, str]] = {}
         with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name.encode())
+            entries = sorted(it, key=lambda e: _utf8(e.name, e.path).encode())
         for entry in entries:
             est = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(est.st_mode):
@@ -111,7 +122,7 @@ def parse_timestamp(text: str) -> int:
     except ValueError:
         raise RepoError(f"cannot parse timestamp {text!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
+        dt = dt.replace(tzinfo=datetime.UTC)
     return int(dt.timestamp())
 
 
@@ -127,12 +138,14 @@ def commit_tree(
     orphan: bool = False,
     metadata: Mapping[str, gv.Variant] | None = None,
     bindings: bool = True,
+    bind_refs: Sequence[str] = (),
     options: CommitOptions | None = None,
 ) -> str:
     """Commit a directory like ``ostree commit``; update ``branch`` when given.
 
-    As in ostree, the parent defaults to the branch's current commit, and ``-b`` adds an
-    ``ostree.ref-binding``, so the same inputs give the same checksum as the real tool.
+    As in ostree, the parent defaults to the branch's current commit, and with ``bindings`` a
+    branch (or ``orphan``) commit gets ``ostree.ref-binding`` (the branch and ``bind_refs``,
+    sorted; empty for an orphan), so the same inputs give the same checksum as the real tool.
     """
     opts = options or CommitOptions()
     if branch is not None:
@@ -140,10 +153,11 @@ def commit_tree(
         if parent is None and not orphan:
             parent = repo.read_ref(branch)
     meta: dict[str, gv.Variant] = dict(metadata or {})
-    if branch is not None and bindings:
-        meta["ostree.ref-binding"] = gv.Variant("as", [branch])
+    if bindings and (branch is not None or orphan or bind_refs):
+        refs = [*([branch] if branch is not None else []), *bind_refs]
+        meta["ostree.ref-binding"] = gv.Variant("as", sorted(refs, key=str.encode))
     collection = repo.config.get("core", "collection-id", None)
-    if collection and bindings:
+    if collection and bindings and "ostree.collection-binding" not in meta:
         meta["ostree.collection-binding"] = gv.Variant("s", collection)
     with repo.lock(), repo.transaction() as txn:
         tree, dmeta = write_directory(txn, Path(src), opts)

@@ -8,14 +8,14 @@ import re
 from .errors import FormatError
 
 __all__ = [
+    "EMPTY_DIRTREE",
     "ObjectType",
-    "validate_checksum",
-    "checksum_to_bytes",
     "checksum_from_bytes",
+    "checksum_to_bytes",
+    "loose_object_path",
+    "validate_checksum",
     "validate_filename",
     "validate_ref",
-    "loose_object_path",
-    "EMPTY_DIRTREE",
 ]
 
 _CSUM_RE = re.compile(r"[0-9a-f]{64}")

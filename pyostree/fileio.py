@@ -55,9 +55,8 @@ def syncfs(path: str | os.PathLike[str]) -> None:
     libc = _get_libc()
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if libc is not None and hasattr(libc, "syncfs"):
-            if libc.syncfs(fd) == 0:
-                return
+        if libc is not None and hasattr(libc, "syncfs") and libc.syncfs(fd) == 0:
+            return
         os.sync()
     finally:
         os.close(fd)

@@ -307,7 +307,7 @@ def _encode(t: GType, value: Any) -> bytes:
         except struct.error as exc:
             raise ValueError(f"cannot encode {value!r} as {code!r}") from exc
     if code in _STRINGS:
-        raw = value.encode("utf-8")
+        raw: bytes = value.encode("utf-8")
         if b"\0" in raw:
             raise ValueError("GVariant strings cannot contain NUL")
         return raw + b"\0"

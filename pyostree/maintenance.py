@@ -10,16 +10,20 @@ from collections.abc import Callable, Iterator
 import attrs
 
 from .core import ObjectType
-from .errors import FormatError, ObjectNotFoundError, PyOstreeError, RepoError
-from .formats.objects import Commit, parse_object
+from .errors import ChecksumError, FormatError, ObjectNotFoundError, PyOstreeError, RepoError
+from .fileio import atomic_write
+from .formats.objects import Commit, parse_object, tombstone_bytes
 from .repo import Repo
 from .transaction import verify_staged_content
 
 
 def walk_commit(
-    repo: Repo, commit_csum: str, *, missing_ok: bool = False
+    repo: Repo, commit_csum: str, *, missing_ok: bool = False, broken_ok: bool = False
 ) -> Iterator[tuple[ObjectType, str]]:
-    """Yield every object a commit references (not the commit itself), each once."""
+    """Yield every object a commit references (not the commit itself), each once.
+
+    ``missing_ok`` skips dirtrees that are not stored; ``broken_ok`` skips any dirtree that
+    cannot be loaded (fsck, which reports it separately)."""
     commit = repo.load_commit(commit_csum)
     seen_trees: set[str] = set()
     seen_other: set[tuple[ObjectType, str]] = set()
@@ -36,7 +40,11 @@ def walk_commit(
         try:
             tree = repo.load_dirtree(tree_csum)
         except ObjectNotFoundError:
-            if missing_ok:
+            if missing_ok or broken_ok:
+                continue
+            raise
+        except PyOstreeError:
+            if broken_ok:
                 continue
             raise
         for _, fcsum in tree.files:
@@ -78,13 +86,17 @@ def verify_object(repo: Repo, objtype: ObjectType, csum: str) -> None:
     path = repo.object_path(objtype, csum)
     if objtype.is_meta:
         data = repo.load_metadata_bytes(objtype, csum)
-        parse_object(objtype, data)
         if objtype not in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
             actual = hashlib.sha256(data).hexdigest()
             if actual != csum:
-                raise FormatError(
-                    f"corrupted {objtype.extension} object {csum}; actual checksum {actual}"
+                raise ChecksumError(
+                    f"corrupted {objtype.extension} object {csum}; actual checksum {actual}",
+                    expected=csum, actual=actual,
                 )
+        try:
+            parse_object(objtype, data)
+        except FormatError as exc:
+            raise FormatError(f"corrupted {objtype.extension} object {csum}: {exc}") from exc
         return
     if not os.path.lexists(path):
         raise ObjectNotFoundError(f"missing file object {csum}")
@@ -92,8 +104,11 @@ def verify_object(repo: Repo, objtype: ObjectType, csum: str) -> None:
         actual = verify_staged_content(repo, path)
     except OSError as exc:
         raise RepoError(f"cannot read file object {csum}: {exc.strerror}") from exc
+    except FormatError as exc:
+        raise FormatError(f"corrupted file object {csum}: {exc}") from exc
     if actual != csum:
-        raise FormatError(f"corrupted file object {csum}; actual checksum {actual}")
+        raise ChecksumError(f"corrupted file object {csum}; actual checksum {actual}",
+                            expected=csum, actual=actual)
 
 
 def fsck(
@@ -106,10 +121,11 @@ def fsck(
         if csum not in commits:
             result.errors.append(f"ref {name} points to missing commit {csum}")
     checked: set[tuple[ObjectType, str]] = set()
+    bad: set[tuple[ObjectType, str]] = set()
 
     def check(objtype: ObjectType, csum: str) -> bool:
         if (objtype, csum) in checked:
-            return True
+            return (objtype, csum) not in bad
         checked.add((objtype, csum))
         result.objects += 1
         if progress is not None:
@@ -117,9 +133,11 @@ def fsck(
         try:
             verify_object(repo, objtype, csum)
         except ObjectNotFoundError as exc:
+            bad.add((objtype, csum))
             result.errors.append(str(exc))
             return False
         except PyOstreeError as exc:
+            bad.add((objtype, csum))
             result.errors.append(str(exc))
             if delete:
                 with contextlib.suppress(OSError):
@@ -136,7 +154,7 @@ def fsck(
         if not check(ObjectType.COMMIT, csum):
             continue
         try:
-            for objtype, ocsum in walk_commit(repo, csum, missing_ok=partial):
+            for objtype, ocsum in walk_commit(repo, csum, missing_ok=partial, broken_ok=True):
                 if partial and not repo.has_object(objtype, ocsum):
                     continue
                 if not check(objtype, ocsum) and delete:
@@ -167,6 +185,28 @@ def reachable_objects(
     return keep
 
 
+def remove_commit(repo: Repo, csum: str) -> int:
+    """Delete a commit object and its detached metadata, as ``ostree_repo_delete_object`` does:
+    with ``core.tombstone-commits=true`` a ``.tombstone-commit`` is left in its place.
+    Returns the bytes freed."""
+    freed = 0
+    for objtype in (ObjectType.COMMIT_META, ObjectType.COMMIT):
+        path = repo.object_path(objtype, csum)
+        with contextlib.suppress(FileNotFoundError):
+            freed += os.lstat(path).st_blocks * 512
+            path.unlink()
+    repo.clear_partial(csum)
+    if repo.config.get_bool("core", "tombstone-commits", False):
+        path = repo.object_path(ObjectType.TOMBSTONE_COMMIT, csum)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, tombstone_bytes(csum))
+    return freed
+
+
+# What ostree lists as objects (and so may prune): never detached metadata or tombstones.
+_PRUNABLE = (ObjectType.FILE, ObjectType.DIRTREE, ObjectType.DIRMETA, ObjectType.COMMIT)
+
+
 def prune(
     repo: Repo, *, depth: int = -1, refs_only: bool = True, dry_run: bool = False,
     delete_commit: str | None = None,
@@ -177,9 +217,10 @@ def prune(
             for name, csum in repo.list_refs().items():
                 if csum == delete_commit:
                     raise RepoError(f"commit {delete_commit} is referenced by ref {name}")
+            if not repo.has_object(ObjectType.COMMIT, delete_commit):
+                raise ObjectNotFoundError(f"no such commit {delete_commit}")
             if not dry_run:
-                with contextlib.suppress(FileNotFoundError):
-                    repo.object_path(ObjectType.COMMIT, delete_commit).unlink()
+                remove_commit(repo, delete_commit)
         roots = sorted(set(repo.list_refs(mirrors=True).values()))
         if not refs_only:
             roots = sorted(
@@ -189,18 +230,19 @@ def prune(
         keep = reachable_objects(repo, roots, depth=depth)
         total = deleted = freed = 0
         for csum, otype in list(repo.iter_objects()):
+            if otype not in _PRUNABLE:
+                continue
             total += 1
             if (otype, csum) in keep:
-                continue
-            if otype is ObjectType.COMMIT_META and (ObjectType.COMMIT, csum) in keep:
                 continue
             path = repo.object_path(otype, csum)
             with contextlib.suppress(OSError):
                 size = os.lstat(path).st_blocks * 512
                 if not dry_run:
-                    path.unlink()
                     if otype is ObjectType.COMMIT:
-                        repo.clear_partial(csum)
+                        size = remove_commit(repo, csum)
+                    else:
+                        path.unlink()
                 deleted += 1
                 freed += size
         return PruneResult(total, deleted, freed)

@@ -1,7 +1,8 @@
 """Local OSTree repositories: layout, config, refs, reading objects and the repository lock.
 
-Writing objects happens inside a :class:`~pyostree.transaction.Transaction` (``repo.transaction()``),
-which stages verified objects and makes them visible only after a filesystem sync.
+Writing objects happens inside a :class:`~pyostree.transaction.Transaction`
+(``repo.transaction()``), which stages verified objects and makes them visible only after a
+filesystem sync.
 """
 
 from __future__ import annotations
@@ -104,12 +105,13 @@ def read_xattrs(path: str | int, *, follow_symlinks: bool = False) -> list[tuple
 
 
 class InflatingReader(io.RawIOBase):
-    """A read-only file object over a ``.filez`` body, inflating as it goes."""
+    """A read-only file object over a ``.filez`` body, inflating as it goes (bounded memory)."""
 
     def __init__(self, raw: IO[bytes], size: int) -> None:
         self._raw = raw
         self._inflater = ArchiveInflater(size)
-        self._buffer = b""
+        self._pieces: Iterator[bytes] = iter(())
+        self._buffer = memoryview(b"")
         self._done = False
 
     def readable(self) -> bool:
@@ -118,12 +120,16 @@ class InflatingReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         while not self._buffer and not self._done:
+            piece = next(self._pieces, None)
+            if piece is not None:
+                self._buffer = memoryview(piece)
+                continue
             chunk = self._raw.read(_CHUNK)
             if not chunk:
                 self._inflater.finish()
                 self._done = True
                 break
-            self._buffer = self._inflater.feed(chunk)
+            self._pieces = self._inflater.chunks(chunk)
         n = min(len(view), len(self._buffer))
         view[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
@@ -181,7 +187,9 @@ class Repo:
         try:
             text = (root / "config").read_text()
         except FileNotFoundError:
-            raise RepoError(f"{root} is not an OSTree repository (no config)", path=str(root))
+            raise RepoError(
+                f"{root} is not an OSTree repository (no config)", path=str(root)
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RepoError(f"cannot read {root}/config: {exc}", path=str(root)) from exc
         config = KeyFile.parse(text)
@@ -233,20 +241,27 @@ class Repo:
             raise os_error(exc, f"reading {path}") from exc
 
     def load_commit(self, csum: str) -> Commit:
-        return Commit.from_bytes(self.load_metadata_bytes(ObjectType.COMMIT, csum))
+        data = self.load_metadata_bytes(ObjectType.COMMIT, csum)
+        with _naming_object(ObjectType.COMMIT, csum):
+            return Commit.from_bytes(data)
 
     def load_dirtree(self, csum: str) -> DirTree:
-        return DirTree.from_bytes(self.load_metadata_bytes(ObjectType.DIRTREE, csum))
+        data = self.load_metadata_bytes(ObjectType.DIRTREE, csum)
+        with _naming_object(ObjectType.DIRTREE, csum):
+            return DirTree.from_bytes(data)
 
     def load_dirmeta(self, csum: str) -> DirMeta:
-        return DirMeta.from_bytes(self.load_metadata_bytes(ObjectType.DIRMETA, csum))
+        data = self.load_metadata_bytes(ObjectType.DIRMETA, csum)
+        with _naming_object(ObjectType.DIRMETA, csum):
+            return DirMeta.from_bytes(data)
 
     def load_detached_metadata(self, csum: str) -> dict[str, gv.Variant] | None:
         try:
             data = self.load_metadata_bytes(ObjectType.COMMIT_META, csum)
         except ObjectNotFoundError:
             return None
-        return parse_metadata(data)
+        with _naming_object(ObjectType.COMMIT_META, csum):
+            return parse_metadata(data)
 
     def write_detached_metadata(self, csum: str, metadata: dict[str, gv.Variant] | None) -> None:
         """Replace a commit's detached metadata (``.commitmeta``) atomically; None deletes it."""
@@ -276,18 +291,19 @@ class Repo:
                 uid, gid, mode, xattrs = parse_ostreemeta(meta)
                 if stat.S_ISLNK(mode):
                     with open(path, "rb") as fh:
-                        target = fh.read(8192)
-                    if not target.endswith(b"\0"):
+                        raw = fh.read(8192)
+                    if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
                         raise FormatError(f"bare-user symlink object {csum} lacks its NUL")
-                    return FileHeader(uid, gid, mode, target[:-1].decode()), None
+                    return FileHeader(uid, gid, mode, utf8_target(raw[:-1], csum)), None
                 return FileHeader(uid, gid, mode, "", xattrs, st.st_size), open(path, "rb")
             if self.mode is RepoMode.BARE_USER_ONLY:
                 if stat.S_ISLNK(st.st_mode):
-                    return FileHeader(0, 0, st.st_mode, os.readlink(path)), None
+                    return FileHeader(0, 0, st.st_mode, read_symlink(path, csum)), None
                 return FileHeader(0, 0, st.st_mode, "", (), st.st_size), open(path, "rb")
             xattrs = sort_xattrs(read_xattrs(str(path)))
             if stat.S_ISLNK(st.st_mode):
-                return FileHeader(st.st_uid, st.st_gid, st.st_mode, os.readlink(path), xattrs), None
+                link = read_symlink(path, csum)
+                return FileHeader(st.st_uid, st.st_gid, st.st_mode, link, xattrs), None
             return (
                 FileHeader(st.st_uid, st.st_gid, st.st_mode, "", xattrs, st.st_size),
                 open(path, "rb"),
@@ -301,7 +317,7 @@ class Repo:
 
     @staticmethod
     def _open_archive_content(path: Path) -> tuple[FileHeader, IO[bytes] | None]:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
         try:
             prefix = fh.read(8)
             length = archive_header_length(prefix)
@@ -442,28 +458,48 @@ class Repo:
         return csum
 
     def _resolve_base(self, rev: str) -> str | None:
+        # The order is ostree's: a full checksum, a unique checksum prefix (even when a ref of
+        # that name exists), a local ref, "remote/ref", then a ref of that name in one remote.
         if is_checksum(rev):
             return rev
+        if re.fullmatch(r"[0-9a-f]{1,63}", rev):
+            hits = self._commits_with_prefix(rev)
+            if len(hits) > 1:
+                raise RefNotFoundError(f"refspec {rev} is not unique")
+            if hits:
+                return hits[0]
         with contextlib.suppress(FormatError):
             found = self.read_ref(rev)
             if found:
                 return found
             if ":" not in rev:
+                remote, sep, ref = rev.partition("/")
+                if sep and is_ref_name(ref):
+                    found = self.read_ref(f"{remote}:{ref}")
+                    if found:
+                        return found
                 # A bare name may also name exactly one remote ref.
                 matches = [c for name, c in self.list_refs().items()
                            if name.split(":", 1)[-1] == rev and ":" in name]
                 if len(matches) == 1:
                     return matches[0]
-        if re.fullmatch(r"[0-9a-f]{4,63}", rev):
-            sub = self.objects_dir / rev[:2]
-            with contextlib.suppress(FileNotFoundError):
-                hits = [rev[:2] + n.split(".")[0] for n in os.listdir(sub)
-                        if n.endswith(".commit") and n.startswith(rev[2:])]
-                if len(hits) == 1:
-                    return hits[0]
-                if len(hits) > 1:
-                    raise RefNotFoundError(f"ambiguous checksum prefix {rev}")
         return None
+
+    def _commits_with_prefix(self, prefix: str) -> list[str]:
+        hits: list[str] = []
+        try:
+            subdirs = [d for d in os.listdir(self.objects_dir) if len(d) == 2
+                       and d.startswith(prefix[:2])]
+        except OSError as exc:
+            raise os_error(exc, f"listing {self.objects_dir}") from exc
+        for sub in sorted(subdirs):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for name in os.listdir(self.objects_dir / sub):
+                    stem, _, ext = name.partition(".")
+                    csum = sub + stem
+                    if ext == "commit" and csum.startswith(prefix) and is_checksum(csum):
+                        hits.append(csum)
+        return hits
 
     # ------------------------------------------------------------------ remotes
 
@@ -474,6 +510,35 @@ class Repo:
             if m:
                 names.append(validate_remote_name(m.group(1)))
         return names
+
+
+def utf8_target(raw: bytes, csum: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"symlink object {csum} has a target that is not UTF-8") from None
+
+
+def read_symlink(path: Path, csum: str) -> str:
+    """A symlink's target, which OSTree needs to be UTF-8."""
+    return utf8_target(os.readlink(os.fsencode(path)), csum)
+
+
+@contextlib.contextmanager
+def _naming_object(objtype: ObjectType, csum: str) -> Iterator[None]:
+    """Say which stored object a FormatError is about (loading does not re-hash it)."""
+    try:
+        yield
+    except FormatError as exc:
+        raise FormatError(f"corrupted {objtype.extension} object {csum}: {exc}") from exc
+
+
+def is_ref_name(name: str) -> bool:
+    try:
+        validate_ref(name)
+    except FormatError:
+        return False
+    return True
 
 
 def _walk_refs(root: Path) -> Iterator[tuple[str, str]]:

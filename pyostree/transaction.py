@@ -131,7 +131,7 @@ class ContentWriter:
                 if mode is RepoMode.BARE:
                     os.lchown(self.path, h.uid, h.gid)
                     for name, value in h.xattrs:
-                        os.setxattr(self.path, name[:-1].decode(), value, follow_symlinks=False)
+                        os.setxattr(self.path, name[:-1], value, follow_symlinks=False)
                 os.utime(self.path, ns=(0, 0), follow_symlinks=False)
                 return
             fd = self._fd
@@ -145,7 +145,7 @@ class ContentWriter:
                 os.fchown(fd, h.uid, h.gid)
                 os.fchmod(fd, h.mode & 0o7777)
                 for name, value in h.xattrs:
-                    os.setxattr(fd, name[:-1].decode(), value)
+                    os.setxattr(fd, name[:-1], value)
             os.utime(fd, ns=(0, 0))
         except OSError as exc:
             if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
@@ -396,11 +396,12 @@ def verify_staged_content(repo: Repo, path: Path) -> str:
                 return hasher.hexdigest()
             inflater = ArchiveInflater(header.size)
             while chunk := fh.read(_CHUNK):
-                hasher.update(inflater.feed(chunk))
+                for piece in inflater.chunks(chunk):
+                    hasher.update(piece)
             inflater.finish()
             return hasher.hexdigest()
     # Bare modes: read the staged file the way Repo.open_content reads objects.
-    from .repo import read_xattrs
+    from .repo import read_symlink, read_xattrs, utf8_target
 
     st = os.lstat(path)
     if mode is RepoMode.BARE_USER:
@@ -411,9 +412,10 @@ def verify_staged_content(repo: Repo, path: Path) -> str:
         )
         if stat.S_ISLNK(fmode):
             raw = path.read_bytes()
-            if not raw.endswith(b"\0"):
+            if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
                 raise FormatError("bare-user symlink lacks its NUL")
-            return ContentHasher(FileHeader(uid, gid, fmode, raw[:-1].decode())).hexdigest()
+            target = utf8_target(raw[:-1], path.name)
+            return ContentHasher(FileHeader(uid, gid, fmode, target)).hexdigest()
         header = FileHeader(uid, gid, fmode, "", xattrs, st.st_size)
     elif stat.S_ISLNK(st.st_mode):
         uid, gid = (0, 0) if mode is RepoMode.BARE_USER_ONLY else (st.st_uid, st.st_gid)
@@ -421,7 +423,7 @@ def verify_staged_content(repo: Repo, path: Path) -> str:
 
         xattrs = () if mode is RepoMode.BARE_USER_ONLY else sort_xattrs(read_xattrs(str(path)))
         return ContentHasher(
-            FileHeader(uid, gid, st.st_mode, os.readlink(path), xattrs)
+            FileHeader(uid, gid, st.st_mode, read_symlink(path, path.name), xattrs)
         ).hexdigest()
     else:
         from .formats.objects import sort_xattrs

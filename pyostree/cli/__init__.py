@@ -11,6 +11,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import PyOstreeError
 from . import admin_cmds, delta_cmds, remote_cmds, repo_cmds, sign_cmds, tool_cmds
@@ -19,8 +20,16 @@ from .common import CommandError
 _MODULES = (repo_cmds, remote_cmds, delta_cmds, sign_cmds, admin_cmds, tool_cmds)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one ``error: ...`` line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        _report(f"{self.prog}: {message}")
+        self.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pyostree",
         description="A pure-Python OSTree client: repositories, pull, static deltas, "
         "deployments and an updater. Commands and options follow the ostree command line.",
@@ -44,7 +53,10 @@ def _report(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
     debug = bool(os.environ.get("PYOSTREE_DEBUG"))
     try:
         code: int = args.func(args)

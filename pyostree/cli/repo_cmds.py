@@ -14,10 +14,10 @@ from typing import Any
 from .. import gvariant as gv
 from ..checkout import CheckoutOptions, checkout
 from ..commit import CommitOptions, commit_tree, parse_timestamp
-from ..core import ObjectType
-from ..errors import RefNotFoundError, RepoError
-from ..formats.objects import Commit
-from ..gvtext import format_variant
+from ..core import ObjectType, is_checksum, parse_refspec
+from ..errors import FormatError, RepoError
+from ..formats.objects import COMMIT_TYPE, DIRMETA_TYPE, DIRTREE_TYPE, Commit
+from ..gvtext import format_variant, parse_text
 from ..maintenance import fsck, prune
 from ..repo import Repo, RepoMode
 from .common import CommandError, command, get_repo, print_json, repo_path
@@ -46,10 +46,12 @@ def register(sub: Any) -> None:
     p.add_argument("--no-xattrs", action="store_true", help="do not import extended attributes")
     p.add_argument("--no-bindings", action="store_true",
                    help="do not add the ostree.ref-binding metadata")
+    p.add_argument("--bind-ref", action="append", default=[], metavar="BRANCH",
+                   help="add a ref to the ref-binding metadata (repeatable)")
     p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE",
                    help="add a string metadata key (repeatable)")
     p.add_argument("--add-metadata", action="append", default=[], metavar="KEY=VALUE",
-                   help="add a metadata key; the value is a string here")
+                   help="add a metadata key; VALUE is in GVariant text format")
     p.add_argument("path", nargs="?", help="directory to commit")
 
     p = command(sub, "refs", cmd_refs, "List, create or delete refs")
@@ -61,7 +63,9 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = command(sub, "rev-parse", cmd_rev_parse, "Output the commit a rev resolves to")
-    p.add_argument("rev")
+    p.add_argument("revs", nargs="*", metavar="REV")
+    p.add_argument("-S", "--single", action="store_true",
+                   help="print the only commit of the repository (an error unless exactly one)")
 
     p = command(sub, "log", cmd_log, "Show the log of a branch")
     p.add_argument("rev")
@@ -71,7 +75,9 @@ def register(sub: Any) -> None:
     p.add_argument("rev")
     p.add_argument("--print-metadata-key", metavar="KEY")
     p.add_argument("--print-detached-metadata-key", metavar="KEY")
-    p.add_argument("--raw", action="store_true")
+    p.add_argument("--raw", action="store_true", help="show raw variant data")
+    p.add_argument("-B", "--no-byteswap", action="store_true",
+                   help="do not convert variant data from big endian")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = command(sub, "ls", cmd_ls, "List files in a commit")
@@ -130,12 +136,21 @@ def cmd_commit(args: argparse.Namespace) -> int:
         src = value
     if not src:
         raise CommandError("a directory to commit is required (PATH or --tree=dir=PATH)")
+    if not args.branch and not args.orphan:
+        raise CommandError("A branch must be specified with --branch, or use --orphan")
+    if args.canonical_permissions and (args.owner_uid or args.owner_gid):
+        raise CommandError("Cannot specify both --canonical-permissions and a non-zero "
+                           "--owner-uid or --owner-gid")
     metadata: dict[str, gv.Variant] = {}
-    for item in [*args.add_metadata_string, *args.add_metadata]:
+    for item, is_text in [*((i, False) for i in args.add_metadata_string),
+                          *((i, True) for i in args.add_metadata)]:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CommandError(f"bad metadata {item!r}, expected KEY=VALUE")
-        metadata[key] = gv.Variant("s", value)
+            raise CommandError(f"Missing '=' in KEY=VALUE metadata '{item}'")
+        try:
+            metadata[key] = parse_text(value) if is_text else gv.Variant("s", value)
+        except FormatError as exc:
+            raise CommandError(f"Parsing {item}: {exc}") from None
     parent = None
     orphan = args.orphan
     if args.parent:
@@ -147,6 +162,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
         repo, src, branch=args.branch, subject=args.subject, body=args.body,
         timestamp=parse_timestamp(args.timestamp) if args.timestamp else None,
         parent=parent, orphan=orphan, metadata=metadata, bindings=not args.no_bindings,
+        bind_refs=args.bind_ref,
         options=CommitOptions(owner_uid=args.owner_uid, owner_gid=args.owner_gid,
                               canonical_permissions=args.canonical_permissions,
                               no_xattrs=args.no_xattrs),
@@ -164,15 +180,18 @@ def cmd_refs(args: argparse.Namespace) -> int:
             raise CommandError(f"ref {args.create} already exists")
         repo.set_ref(args.create, repo.resolve_rev(args.prefix))
         return 0
-    refs = repo.list_refs(args.prefix)
     if args.delete:
         if not args.prefix:
-            raise CommandError("--delete needs a ref prefix")
-        if not refs:
-            raise RefNotFoundError(f"no refs match {args.prefix}")
-        for name in refs:
+            raise CommandError("At least one PREFIX is required when deleting refs")
+        for name in _matching_refs(repo, args.prefix, cut=False).values():
             repo.set_ref(name, None)
         return 0
+    if args.prefix is None:
+        refs = repo.list_refs()
+    else:
+        all_refs = repo.list_refs()
+        refs = {shown: all_refs[name] for shown, name in
+                _matching_refs(repo, args.prefix, cut=not args.list).items()}
     if args.json:
         print_json(refs)
         return 0
@@ -181,32 +200,88 @@ def cmd_refs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _matching_refs(repo: Repo, prefix: str, *, cut: bool) -> dict[str, str]:
+    """Refs under ``prefix`` as ostree selects them: ``prefix`` names one ref or a directory of
+    refs (``remote:`` for a whole remote). Returns {name to print: real refspec}; with ``cut``
+    the directory part is removed from the printed names, as ``ostree refs PREFIX`` does."""
+    remote: str | None
+    if prefix.endswith((":", ":.")) and prefix.rpartition(":")[0]:
+        remote, ref_prefix = prefix.rpartition(":")[0], "."
+    else:
+        try:
+            remote, ref_prefix = parse_refspec(prefix)
+        except FormatError as exc:
+            raise CommandError(str(exc)) from None
+    scope = f"{remote}:" if remote else ""
+    names = [name[len(scope):] for name in repo.list_refs(remotes=remote is not None)
+             if (name.startswith(scope) if remote else ":" not in name)]
+    result: dict[str, str] = {}
+    for name in names:
+        if name == ref_prefix:
+            result[scope + name] = scope + name
+        elif ref_prefix == "." or name.startswith(ref_prefix + "/"):
+            rel = name if ref_prefix == "." else name[len(ref_prefix) + 1:]
+            shown = rel if cut else f"{ref_prefix}/{rel}"
+            result[scope + shown] = scope + name
+    return result
+
+
 def cmd_rev_parse(args: argparse.Namespace) -> int:
-    print(get_repo(args).resolve_rev(args.rev))
+    repo = get_repo(args)
+    if args.single:
+        if args.revs:
+            raise CommandError("Cannot specify arguments with --single")
+        commits = [c for c, t in repo.iter_objects() if t is ObjectType.COMMIT]
+        if len(commits) != 1:
+            raise CommandError("Multiple commit objects found" if commits
+                               else "No commit objects found")
+        print(commits[0])
+        return 0
+    if not args.revs:
+        raise CommandError("REV must be specified")
+    for rev in args.revs:
+        print(repo.resolve_rev(rev))
     return 0
 
 
 def _date(ts: int) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(
         "%Y-%m-%d %H:%M:%S +0000")
 
 
-def _print_commit(csum: str, commit: Commit) -> None:
+def _indented(text: str) -> str:
+    """ostree's dump_indented_lines: four spaces before every line, a final newline."""
+    lines = text.split("\n")
+    out = "".join(f"    {line}\n" for line in lines[:-1])
+    return out + (f"    {lines[-1]}\n" if lines[-1] else "")
+
+
+def _print_commit(csum: str, commit: Commit, *, raw: bool = False,
+                  unswapped: bool = False) -> None:
+    """What ``ostree show``/``ostree log`` print for one commit."""
     print(f"commit {csum}")
+    value = gv.decode(COMMIT_TYPE, commit.to_bytes())
+    if unswapped:
+        print(format_variant(COMMIT_TYPE, value))
+    elif raw:
+        print(format_variant(COMMIT_TYPE, gv.byteswap(COMMIT_TYPE, value)))
+        return
+    out = ""
     if commit.parent:
-        print(f"Parent:  {commit.parent}")
-    print(f"ContentChecksum:  {commit.content_checksum}")
-    print(f"Date:  {_date(commit.timestamp)}")
+        out += f"Parent:  {commit.parent}\n"
+    out += f"ContentChecksum:  {commit.content_checksum}\n"
+    out += f"Date:  {_date(commit.timestamp)}\n"
     if commit.version:
-        print(f"Version: {commit.version}")
-    print()
-    if commit.subject:
-        print(f"    {commit.subject}")
-        print()
+        out += f"Version: {commit.version}\n"
+    out += "\n" + _indented(commit.subject) if commit.subject else "(no subject)\n"
     if commit.body:
-        for line in commit.body.splitlines():
-            print(f"    {line}")
-        print()
+        out += "\n" + _indented(commit.body)
+    sys.stdout.write(out + "\n")
+
+
+def _print_variant(type_string: str, value: Any, unswapped: bool) -> None:
+    """ostree's ot_dump_variant: numbers byte-swapped (unless -B), types annotated."""
+    print(format_variant(type_string, value if unswapped else gv.byteswap(type_string, value)))
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -217,7 +292,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             print("<< History beyond this commit not fetched >>")
             break
         commit = repo.load_commit(csum)
-        _print_commit(csum, commit)
+        _print_commit(csum, commit, raw=args.raw)
         csum = commit.parent
     return 0
 
@@ -240,31 +315,54 @@ def commit_json(repo: Repo, csum: str, commit: Commit) -> dict[str, Any]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     repo = get_repo(args)
+    key = args.print_metadata_key or args.print_detached_metadata_key
+    if key:
+        csum = repo.resolve_rev(args.rev)
+        assert csum is not None
+        if args.print_metadata_key:
+            metadata = dict(repo.load_commit(csum).metadata)
+        else:
+            detached = repo.load_detached_metadata(csum)
+            if detached is None:
+                raise CommandError(f"No detached metadata for commit {csum}")
+            metadata = detached
+        variant = metadata.get(key)
+        if variant is None:
+            raise CommandError(f"No such metadata key '{key}'")
+        _print_variant(variant.type, variant.value, args.no_byteswap)
+        return 0
+    if is_checksum(args.rev) and not repo.has_object(ObjectType.COMMIT, args.rev):
+        return _show_object(repo, args.rev, args)
     csum = repo.resolve_rev(args.rev)
     assert csum is not None
     commit = repo.load_commit(csum)
-    if args.print_metadata_key:
-        variant = commit.metadata.get(args.print_metadata_key)
-        if variant is None:
-            raise CommandError(f"no such metadata key '{args.print_metadata_key}'")
-        print(format_variant(variant.type, variant.value, annotate=False))
-        return 0
-    if args.print_detached_metadata_key:
-        detached = repo.load_detached_metadata(csum) or {}
-        variant = detached.get(args.print_detached_metadata_key)
-        if variant is None:
-            raise CommandError(f"no such detached metadata key "
-                               f"'{args.print_detached_metadata_key}'")
-        print(format_variant(variant.type, variant.value, annotate=False))
-        return 0
     if args.json:
         print_json(commit_json(repo, csum, commit))
         return 0
-    if args.raw:
-        print(format_variant("(a{sv}aya(say)sstayay)", gv.decode(
-            "(a{sv}aya(say)sstayay)", commit.to_bytes())))
-        return 0
-    _print_commit(csum, commit)
+    _print_commit(csum, commit, raw=args.raw, unswapped=args.no_byteswap)
+    return 0
+
+
+def _show_object(repo: Repo, csum: str, args: argparse.Namespace) -> int:
+    """``show`` of a dirmeta, dirtree or file object named by its full checksum."""
+    for objtype, type_string in ((ObjectType.DIRMETA, DIRMETA_TYPE),
+                                 (ObjectType.DIRTREE, DIRTREE_TYPE)):
+        if repo.has_object(objtype, csum):
+            print(f"{objtype.extension} {csum}")
+            value = gv.decode(type_string, repo.load_metadata_bytes(objtype, csum))
+            if args.no_byteswap:
+                print(format_variant(type_string, value))
+            elif args.raw:
+                _print_variant(type_string, value, False)
+            return 0
+    header = repo.read_content_header(csum)
+    print(f"Object: {csum}\nType: file")
+    if header.is_symlink:
+        print(f"File Type: symlink\nTarget: {header.symlink_target}")
+    else:
+        print(f"File Type: regular\nSize: {header.size}")
+    print(f"Mode: 0{header.mode:04o}\nUid: {header.uid}\nGid: {header.gid}")
+    print("Extended Attributes: { " + format_variant("a(ayay)", list(header.xattrs)) + " }")
     return 0
 
 
@@ -283,7 +381,7 @@ def _ls_line(path: str, mode: int, uid: int, gid: int, size: int, csum: str | No
         return
     parts = f"{_mode_char(mode)}0{mode & 0o7777:04o} {uid} {gid} {size:6d} "
     if args.checksum and csum:
-        parts += f"{csum} "
+        parts += f"{csum} "  # directories: "TREE META"
     if args.xattrs:
         parts += "{ " + format_variant("a(ayay)", list(xattrs)) + " } "
     parts += path
@@ -307,8 +405,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                      header.xattrs, header.symlink_target, args)
         for name, dtree, dmeta in tree.dirs:
             meta = repo.load_dirmeta(dmeta)
-            _ls_line(f"{base}/{name}", meta.mode, meta.uid, meta.gid, 0, dtree, meta.xattrs, "",
-                     args)
+            _ls_line(f"{base}/{name}", meta.mode, meta.uid, meta.gid, 0, f"{dtree} {dmeta}",
+                     meta.xattrs, "", args)
             if recurse:
                 list_dir(f"{base}/{name}", dtree, dmeta, True)
 
@@ -320,8 +418,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
                      header.xattrs, header.symlink_target, args)
             continue
         dmeta = repo.load_dirmeta(meta)
-        _ls_line(name, dmeta.mode, dmeta.uid, dmeta.gid, 0, tree, dmeta.xattrs, "", args)
-        if not args.dironly:
+        _ls_line(name, dmeta.mode, dmeta.uid, dmeta.gid, 0, f"{tree} {meta}", dmeta.xattrs, "",
+                 args)
+        if args.recursive or not args.dironly:
             list_dir(name, tree, meta, args.recursive)
     return 0
 
@@ -353,7 +452,7 @@ def cmd_cat(args: argparse.Namespace) -> int:
         _, _, fcsum, _ = _lookup(repo, commit, path)
         if fcsum is None:
             raise RepoError(f"{path} is a directory")
-        header, stream = repo.open_content(fcsum)
+        _, stream = repo.open_content(fcsum)
         if stream is None:
             raise RepoError(f"{path} is a symbolic link")
         with stream:

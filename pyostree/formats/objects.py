@@ -7,6 +7,7 @@ sorting) and ``to_bytes`` gives the exact normal-form bytes back. Pure: no I/O.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import stat
 from collections.abc import Mapping
 from typing import Any
@@ -153,7 +154,7 @@ class DirTree:
     def validate_names(self) -> None:
         for entries in (self.files, self.dirs):
             names = [e[0].encode() for e in entries]
-            if any(a >= b for a, b in zip(names, names[1:])):
+            if any(a >= b for a, b in itertools.pairwise(names)):
                 raise FormatError("dirtree entries are not sorted and unique")
         if {f[0] for f in self.files} & {d[0] for d in self.dirs}:
             raise FormatError("dirtree has a name that is both a file and a directory")
