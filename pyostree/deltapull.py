@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 async def _available_deltas(p: _Puller, to_csum: str) -> dict[str, str] | None:
     """Delta name → superblock sha256 offered for ``to_csum`` (None: nothing known)."""
     summary = p.summary
-    if summary is not None and summary.indexed_deltas or summary is None:
+    if summary is None or summary.indexed_deltas:
         data = await p.fetch_meta_file(delta_index_path(to_csum),
                                        max_size=p.options.max_metadata_size, optional=True,
                                        content_base=True)
@@ -210,7 +210,7 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
 async def _download_part(p: _Puller, rel: str, path: Path, header: PartHeader) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    fh = open(tmp, "wb")
+    fh = open(tmp, "wb")  # noqa: SIM115 - closed on every path below
     try:
         if p.local_source is not None:
             with open(p.local_source.path / rel, "rb") as src:

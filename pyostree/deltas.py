@@ -50,7 +50,7 @@ class RepoDeltaTarget:
         return self.txn.has_object(ObjectType(objtype), csum)
 
     def open_content_source(self, csum: str) -> BinaryIO:
-        header, stream = self.txn.repo.open_content(csum)
+        _, stream = self.txn.repo.open_content(csum)
         if stream is None:
             raise FormatError(f"delta read source {csum} is a symlink")
         if stream.seekable():
@@ -263,10 +263,8 @@ def generate_delta(repo: Repo, from_rev: str | None, to_rev: str,
             flush()
     flush()
     detached = None
-    try:
+    with contextlib.suppress(ObjectNotFoundError):
         detached = repo.load_metadata_bytes(ObjectType.COMMIT_META, to_csum)
-    except ObjectNotFoundError:
-        pass
     sb = DeltaSuperblock.build(
         from_checksum=from_csum, to_checksum=to_csum, commit=commit_bytes,
         parts=[h for _, h in parts], fallbacks=fallbacks, timestamp=int(time.time()),

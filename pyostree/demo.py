@@ -62,7 +62,7 @@ def build_tree(root: Path, version: int) -> None:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         self.server.requests += 1  # type: ignore[attr-defined]
 
 

@@ -150,7 +150,9 @@ def trust_settings(repo: Repo, remote: Remote, sysroot: Path | None = None) -> T
 def fetch_config(remote: Remote, options: PullOptions) -> FetchConfig:
     return FetchConfig(
         retries=options.network_retries,
-        http2=bool(remote.http2),
+        # httpx (HTTP/2) only where asked for explicitly: aiohttp is several times faster
+        # per request, and ostree's implicit http2=true default is only a preference.
+        http2=remote.options.get("http2", "").strip().lower() in ("true", "1"),
         tls_ca_path=remote.tls_ca_path,
         tls_client_cert_path=remote.tls_client_cert_path,
         tls_client_key_path=remote.tls_client_key_path,
@@ -180,7 +182,7 @@ class Spool:
         self.parts.append(chunk)
         if self.size > SPOOL_LIMIT:
             self.path = self.txn.new_temp_path()
-            self._fh = open(self.path, "wb")
+            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish/discard
             for part in self.parts:
                 self._fh.write(part)
             self.parts = []
@@ -241,8 +243,7 @@ def store_filez(txn: Transaction, spool: Spool, expected: str, max_unpacked: int
             else:
                 inflater = ArchiveInflater(header.size)
                 while chunk := fh.read(_CHUNK):
-                    out = inflater.feed(chunk)
-                    if out:
+                    for out in inflater.chunks(chunk):
                         update(out)
                 inflater.finish()
         if writer is not None:
@@ -333,7 +334,19 @@ class _Puller:
                  and ln.strip().startswith(("http://", "https://"))]
         if not bases:
             raise FetchError(f"mirrorlist {url} lists no http(s) mirrors", url=url)
-        return bases
+        # As libostree: mirrors before the first one that serves ``config`` are dropped, so
+        # a dead first mirror (refused, timing out, 404) does not fail every request.
+        last: FetchError | None = None
+        for i, base in enumerate(bases):
+            self.stats.requests += 1
+            try:
+                await self.fetcher.fetch_bytes(f"{base}/config",
+                                               max_size=self.options.max_metadata_size)
+            except FetchError as exc:
+                last = exc
+                continue
+            return bases[i:]
+        raise FetchError(f"no mirror of mirrorlist {url} answers (last error: {last})", url=url)
 
     def _urls(self, rel: str, *, meta: bool) -> list[str]:
         bases = self.meta_bases if meta else self.content_bases
@@ -422,16 +435,23 @@ class _Puller:
         return summary
 
     def _verify_summary(self, data: bytes, sig: bytes | None) -> Summary:
-        summary = Summary.from_bytes(data)
+        name = self.remote.name
         if self.trust.gpg_verify_summary or self.trust.sign_verify_summary:
             if sig is None:
-                raise SignatureError(
-                    f"summary signature of remote {self.remote.name} is missing")
+                raise SignatureError(f"summary signature of remote {name} is missing")
+            try:
+                sig_meta = parse_metadata(sig)
+            except FormatError as exc:
+                raise SignatureError(f"invalid summary.sig from remote {name}: {exc}") from None
+            # The signature is checked over the raw bytes before they are parsed.
             self.signatures += verify_signed_data(
-                self.trust, data, parse_metadata(sig), what="summary",
+                self.trust, data, sig_meta, what=f"the summary of remote {name}",
                 use_gpg=self.trust.gpg_verify_summary,
                 use_sign=self.trust.sign_verify_summary)
-        return summary
+        try:
+            return Summary.from_bytes(data)
+        except FormatError as exc:
+            raise FormatError(f"invalid summary from remote {name}: {exc}") from None
 
     async def resolve_ref(self, ref: str) -> str:
         if self.summary is not None:
@@ -454,7 +474,12 @@ class _Puller:
         assert self.txn is not None
         detached_raw = await self.fetch_metadata_object(ObjectType.COMMIT_META, csum,
                                                         optional=True)
-        detached = parse_metadata(detached_raw) if detached_raw is not None else None
+        detached = None
+        if detached_raw is not None:
+            try:
+                detached = parse_metadata(detached_raw)
+            except FormatError as exc:
+                raise FormatError(f"invalid detached metadata of commit {csum}: {exc}") from None
         have = self.repo.has_object(ObjectType.COMMIT, csum)
         if have:
             data = self.repo.load_metadata_bytes(ObjectType.COMMIT, csum)
@@ -569,8 +594,17 @@ class _Puller:
         return self.repo.load_metadata_bytes(ObjectType.DIRTREE, csum)
 
     def _store_meta(self, objtype: ObjectType, data: bytes, csum: str) -> None:
+        """Checksum first (an HTML error page is "corrupted", not "bad GVariant"), then the
+        strict parse, with the object named in either error."""
         assert self.txn is not None
-        self.txn.write_metadata(objtype, data, csum)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != csum:
+            raise ChecksumError(f"corrupted {objtype.extension} object; checksum "
+                                f"expected={csum} actual={actual}", expected=csum, actual=actual)
+        try:
+            self.txn.write_metadata(objtype, data, csum)
+        except FormatError as exc:
+            raise FormatError(f"invalid {objtype.extension} object {csum}: {exc}") from None
 
     def scan_dirtree(self, tree: DirTree) -> None:
         assert self.txn is not None
@@ -599,8 +633,13 @@ class _Puller:
                 self._urls(loose_object_path(csum, ObjectType.FILE, archive=True), meta=False),
                 spool.write, max_size=max_archived, restart=spool.restart)
             spool.finish()
-            await loop.run_in_executor(self.pool, store_filez, self.txn, spool, csum,
-                                       max_unpacked)
+            try:
+                await loop.run_in_executor(self.pool, store_filez, self.txn, spool, csum,
+                                           max_unpacked)
+            except FormatError as exc:
+                if csum in str(exc):
+                    raise
+                raise FormatError(f"invalid file object {csum}: {exc}") from None
         except BaseException:
             spool.discard()
             raise

@@ -13,9 +13,10 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import gpg, sign
 from . import gvariant as gv
+from . import sign
 from .core import ObjectType
 from .errors import RepoError
 from .fileio import atomic_write
@@ -25,9 +26,14 @@ from .formats.summary import build_delta_index, build_summary
 from .repo import Repo
 from .verify import ED25519_KEY, GPG_KEY
 
+if TYPE_CHECKING:
+    from . import gpg
+
 
 def gpg_sign_commit(repo: Repo, csum: str, keys: Sequence[gpg.SecretKey],
                     passphrase: str | None = None) -> None:
+    from . import gpg
+
     data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
     with repo.lock():
         meta = repo.load_detached_metadata(csum) or {}
@@ -38,6 +44,8 @@ def gpg_sign_commit(repo: Repo, csum: str, keys: Sequence[gpg.SecretKey],
 
 def delete_gpg_signatures(repo: Repo, csum: str, key_ids: Sequence[str]) -> int:
     """``gpg-sign --delete``: drop the signatures made by these keys; returns how many."""
+    from . import gpg
+
     data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
     with repo.lock():
         meta = dict(repo.load_detached_metadata(csum) or {})
@@ -98,6 +106,8 @@ def regenerate_summary(
     last_modified: int | None = None,
 ) -> bytes:
     """Write ``summary``, the delta indexes and (with keys) ``summary.sig``."""
+    from . import gpg
+
     with repo.lock():
         refs: dict[str, tuple[str, int, int | None, str | None]] = {}
         for name, csum in repo.list_refs(remotes=False).items():
@@ -143,6 +153,8 @@ def regenerate_summary(
 
 
 def load_gpg_secret(homedir: str | None, key_id: str) -> gpg.SecretKey:
+    from . import gpg
+
     if homedir is None:
         homedir = os.environ.get("GNUPGHOME") or os.path.expanduser("~/.gnupg")
     try:

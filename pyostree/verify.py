@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from . import gpg, sign
+if TYPE_CHECKING:
+    from . import gpg
+
 from . import gvariant as gv
+from . import sign
 from .errors import FormatError, SignatureError
 from .formats.objects import signatures_from_metadata
 
@@ -48,6 +52,8 @@ def _read(path: Path) -> bytes | None:
 
 
 def load_gpg_keyring(settings: TrustSettings) -> gpg.Keyring:
+    from . import gpg  # pgpy is heavy: loaded only when GPG is used
+
     """The remote's keyring: ``REMOTE.trustedkeys.gpg`` (repo, then remotes.d), ``gpgkeypath``,
     and the global keyrings only when there is no per-remote keyring."""
     keyring = gpg.Keyring()
@@ -123,6 +129,8 @@ def verify_signed_data(
             raise SignatureError(
                 f"GPG verification enabled, but no signatures found for {what} "
                 "(use gpg-verify=false in remote config to disable)")
+        from . import gpg
+
         keyring = load_gpg_keyring(settings)
         result = gpg.inspect_detached(keyring, data, sigs)
         if not result.valid:

@@ -66,7 +66,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     sb, sigs = read_superblock(data)
     print(f"Delta: {sb.name}")
     print(f"Endianness: {'little' if sb.endianness == 'l' else 'big'}")
-    ts = datetime.datetime.fromtimestamp(sb.timestamp, datetime.timezone.utc)
+    ts = datetime.datetime.fromtimestamp(sb.timestamp, datetime.UTC)
     print(f"Timestamp: {ts.strftime('%Y-%m-%d %H:%M:%S')}")
     print(f"Number of parts: {len(sb.parts)}")
     print(f"Number of fallback entries: {len(sb.fallbacks)}")

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import gpg
 from ..errors import RepoError
 from ..fetcher import make_fetcher
 from ..fileio import atomic_write
@@ -95,6 +94,8 @@ def _pull_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="use this URL instead of the remote's")
     p.add_argument("--http-header", action="append", default=[], metavar="K=V")
     p.add_argument("--network-retries", type=int, default=5)
+    p.add_argument("--low-speed-time", type=float, default=PullOptions().low_speed_time,
+                   help=argparse.SUPPRESS)  # seconds under 1000 B/s before a transfer aborts
     p.add_argument("--disable-verify-bindings", action="store_true")
     p.add_argument("--disable-fsync", action="store_true")
     p.add_argument("--json", action="store_true", help="print a machine-readable result")
@@ -122,6 +123,8 @@ def _sysroot(args: argparse.Namespace) -> Path | None:
 
 
 def import_keys(repo: Repo, remote: str, blobs: list[bytes]) -> int:
+    from .. import gpg
+
     name = repo.path / f"{remote}.trustedkeys.gpg"
     keyring = gpg.Keyring()
     if name.exists():
@@ -245,7 +248,7 @@ def cmd_remote_summary(args: argparse.Namespace) -> int:
         if ref.timestamp is not None:
             import datetime
 
-            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.timezone.utc)
+            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.UTC)
             print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
         if ref.version:
             print(f"    Version (ostree.commit.version): {ref.version}")
@@ -283,6 +286,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         subpaths=tuple(args.subpath), timestamp_check=args.timestamp_check, url=args.url,
         http_headers=_headers(args.http_header), network_retries=args.network_retries,
         disable_verify_bindings=args.disable_verify_bindings,
+        low_speed_time=args.low_speed_time,
     )
     progress = PullProgress(enabled=None if not args.json else False)
     try:

@@ -7,8 +7,8 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from .. import sign
 from .. import gvariant as gv
+from .. import sign
 from ..core import ObjectType
 from ..formats.objects import parse_metadata
 from ..formats.summary import Summary
@@ -123,7 +123,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"    Latest Commit ({ref.commit_size} bytes):")
         print(f"      {ref.checksum_hex}")
         if ref.timestamp is not None:
-            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.timezone.utc)
+            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.UTC)
             print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
         if ref.version:
             print(f"    Version (ostree.commit.version): {ref.version}")
@@ -132,7 +132,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"Static Deltas (ostree.static-deltas): {name} {digest}")
     lm = summary.last_modified
     if lm is not None:
-        ts = datetime.datetime.fromtimestamp(lm, datetime.timezone.utc)
+        ts = datetime.datetime.fromtimestamp(lm, datetime.UTC)
         print(f"Last-Modified (ostree.summary.last-modified): {ts.isoformat()}")
     sig = repo.path / "summary.sig"
     if sig.exists():
