@@ -47,7 +47,7 @@ from .bootloader import (
     write_uenv,
 )
 from .core import is_checksum
-from .errors import DeployError, PyOstreeError
+from .errors import DeployError, NoSpaceError, PyOstreeError
 from .etcmerge import merge_etc
 from .formats.bls import BootEntry, Kargs
 from .formats.keyfile import KeyFile
@@ -103,9 +103,9 @@ def _locked(sysroot: Sysroot) -> Iterator[Sysroot]:
         yield sysroot
 
 
-def _oserr(exc: OSError, what: str) -> DeployError:
+def _oserr(exc: OSError, what: str) -> PyOstreeError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DeployError(f"no space left on device while {what}")
+        return NoSpaceError(f"no space left on device while {what}")
     return DeployError(f"{what}: {exc.strerror or exc}" + (f": {exc.filename}"
                                                            if exc.filename else ""))
 

@@ -503,7 +503,8 @@ class _Puller:
         if detached_raw is not None:
             self.txn.write_metadata(ObjectType.COMMIT_META, detached_raw, csum)
         if not have:
-            self.repo.mark_partial(csum)
+            if not self.options.dry_run:  # a dry run writes nothing to the repository
+                self.repo.mark_partial(csum)
             self.txn.write_metadata(ObjectType.COMMIT, data, csum)
         return commit
 

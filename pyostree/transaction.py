@@ -276,8 +276,7 @@ class Transaction:
     # -------------------------------------------------------------- writers
 
     def write_metadata(self, objtype: ObjectType, data: bytes, expected: str | None = None) -> str:
-        """Validate, checksum and stage a metadata object. Commitmeta/tombstones need a name."""
-        parse_object(objtype, data)
+        """Checksum, validate and stage a metadata object. Commitmeta/tombstones need a name."""
         if objtype in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
             if expected is None:
                 raise ValueError("detached metadata needs the commit checksum")
@@ -289,6 +288,7 @@ class Transaction:
                     f"corrupted {objtype.extension} object; checksum expected={expected} "
                     f"actual={csum}", expected=expected, actual=csum,
                 )
+        parse_object(objtype, data)
         if objtype is not ObjectType.COMMIT_META and self.has_object(objtype, csum):
             return csum
         path = self.new_temp_path()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,10 +62,14 @@ def test_verify_catches_mistakes(unit_root: Path) -> None:
 
 
 def test_install_units(tmp_path: Path) -> None:
-    from pyostree.updater.units import UNIT_NAMES, install_units
+    from pyostree.updater.units import UNIT_NAMES, install_units, installed_program
 
     paths = install_units(tmp_path / "units")
     assert [p.name for p in paths] == list(UNIT_NAMES)
+    program = installed_program()
+    assert os.path.isabs(program)
     for path in paths:
-        assert path.read_bytes() == (UNITS / path.name).read_bytes()
+        shipped = (UNITS / path.name).read_text()
+        # ExecStart= names wherever this pyostree is installed.
+        assert path.read_text() == shipped.replace("/usr/bin/pyostree", program)
         assert path.stat().st_mode & 0o777 == 0o644

@@ -495,7 +495,7 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     repo = get_repo(args)
     delete_commit = repo.resolve_rev(args.delete_commit) if args.delete_commit else None
-    result = prune(repo, depth=args.depth, refs_only=True, dry_run=args.no_prune,
+    result = prune(repo, depth=args.depth, refs_only=args.refs_only, dry_run=args.no_prune,
                    delete_commit=delete_commit)
     print(f"Total objects: {result.total}")
     if result.deleted:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import shutil
 from pathlib import Path
 
 from ..fileio import atomic_write
@@ -30,6 +31,12 @@ def unit_files() -> list[tuple[str, bytes]]:
     return sorted((name, unit_text(name).encode()) for name in UNIT_NAMES)
 
 
+def installed_program() -> str:
+    """Where the ``pyostree`` command is installed (units name it in ``ExecStart=``)."""
+    found = shutil.which("pyostree")
+    return os.path.abspath(found) if found else "/usr/bin/pyostree"
+
+
 def install_units(directory: str | os.PathLike[str]) -> list[Path]:
     """Write every unit into ``directory`` (atomically, mode 0644); return the paths.
 
@@ -39,9 +46,11 @@ def install_units(directory: str | os.PathLike[str]) -> list[Path]:
     """
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
+    program = installed_program()
     written = []
     for name in UNIT_NAMES:
         path = target / name
-        atomic_write(path, unit_text(name).encode(), mode=0o644)
+        text = unit_text(name).replace("/usr/bin/pyostree", program)
+        atomic_write(path, text.encode(), mode=0o644)
         written.append(path)
     return written
