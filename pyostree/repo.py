@@ -54,6 +54,8 @@ from .formats.objects import (
 )
 
 if TYPE_CHECKING:
+    from .checkout import CheckoutOptions
+    from .maintenance import FsckResult, PruneResult
     from .transaction import Transaction
 
 OSTREEMETA_XATTR = "user.ostreemeta"
@@ -219,6 +221,34 @@ class Repo:
         from .transaction import Transaction
 
         return Transaction(self)
+
+    # ------------------------------------------------------------------ high-level operations
+    # Thin conveniences over the modules that implement them (see each for the details).
+
+    def commit(self, src: str | os.PathLike[str], **kwargs: Any) -> str:
+        """``ostree commit``: see :func:`pyostree.commit.commit_tree`."""
+        from .commit import commit_tree
+
+        return commit_tree(self, src, **kwargs)
+
+    def checkout(self, rev: str, dest: str | os.PathLike[str],
+                 options: CheckoutOptions | None = None) -> str:
+        """``ostree checkout``: see :func:`pyostree.checkout.checkout`."""
+        from .checkout import checkout
+
+        return checkout(self, rev, dest, options)
+
+    def fsck(self, *, delete: bool = False) -> FsckResult:
+        """``ostree fsck``: see :func:`pyostree.maintenance.fsck`."""
+        from .maintenance import fsck
+
+        return fsck(self, delete=delete)
+
+    def prune(self, **kwargs: Any) -> PruneResult:
+        """``ostree prune``: see :func:`pyostree.maintenance.prune`."""
+        from .maintenance import prune
+
+        return prune(self, **kwargs)
 
     # ------------------------------------------------------------------ objects
 
