@@ -34,6 +34,7 @@ from .errors import (
     VerificationError,
 )
 from .fetcher import BaseFetcher, FetchConfig, make_fetcher
+from .fileio import os_error
 from .formats.content import ArchiveInflater, archive_header_length, parse_archive_header
 from .formats.objects import Commit, DirTree, parse_metadata
 from .formats.summary import Summary
@@ -176,16 +177,19 @@ class Spool:
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self._fh is not None:
-            self._fh.write(chunk)
-            return
-        self.parts.append(chunk)
-        if self.size > SPOOL_LIMIT:
-            self.path = self.txn.new_temp_path()
-            self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish/discard
-            for part in self.parts:
-                self._fh.write(part)
-            self.parts = []
+        try:
+            if self._fh is not None:
+                self._fh.write(chunk)
+                return
+            self.parts.append(chunk)
+            if self.size > SPOOL_LIMIT:
+                self.path = self.txn.new_temp_path()
+                self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish/discard
+                for part in self.parts:
+                    self._fh.write(part)
+                self.parts = []
+        except OSError as exc:  # ENOSPC, EROFS ...: one clear line, not a bare OSError
+            raise os_error(exc, "writing a download to the staging area") from exc
 
     def restart(self) -> None:
         self.discard()
@@ -193,8 +197,11 @@ class Spool:
 
     def finish(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError as exc:
+                raise os_error(exc, "writing a download to the staging area") from exc
 
     def open(self) -> IO[bytes]:
         if self.path is not None:
@@ -205,7 +212,8 @@ class Spool:
 
     def discard(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush in close()
+                self._fh.close()
             self._fh = None
         if self.path is not None:
             with contextlib.suppress(OSError):
@@ -641,6 +649,8 @@ class _Puller:
                 if csum in str(exc):
                     raise
                 raise FormatError(f"invalid file object {csum}: {exc}") from None
+            except OSError as exc:
+                raise os_error(exc, f"storing file object {csum}") from exc
         except BaseException:
             spool.discard()
             raise
