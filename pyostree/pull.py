@@ -60,6 +60,7 @@ class PullOptions:
     dry_run: bool = False
     subpaths: tuple[str, ...] = ()
     timestamp_check: bool = False
+    timestamp_check_from_rev: str | None = None
     url: str | None = None
     http_headers: tuple[tuple[str, str], ...] = ()
     network_retries: int = 5
@@ -127,7 +128,9 @@ def parse_ref_args(refs: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def trust_settings(repo: Repo, remote: Remote, sysroot: Path | None = None) -> TrustSettings:
-    root = sysroot or Path("/")
+    from .remoteconfig import system_root
+
+    root = system_root(repo, sysroot)
     sv = remote.sign_verify
     svs = remote.sign_verify_summary
     return TrustSettings(
@@ -429,9 +432,22 @@ class _Puller:
             return None
         try:
             summary = self._verify_summary(result.summary, result.signature)
-        except VerificationError:
+        except (VerificationError, FormatError):
             cache.invalidate()
-            raise
+            if not result.from_cache:
+                raise
+            # The cache is untrusted too: fetch the summary again, without validators.
+            result = await cache.refresh(self.fetcher, self._urls("summary", meta=True),
+                                         self._urls("summary.sig", meta=True),
+                                         self.options.max_metadata_size, self.stats)
+            if result.summary is None:
+                raise
+            summary = self._verify_summary(result.summary, result.signature)
+        expires = summary.expires
+        if expires is not None and expires < time.time():
+            raise VerificationError(
+                f"summary of remote {self.remote.name} expired at {expires} "
+                "(ostree.summary.expires)")
         previous = cache.previous_last_modified()
         if previous is not None and summary.last_modified is not None and (
                 summary.last_modified < previous):
@@ -480,8 +496,15 @@ class _Puller:
                            ) -> Commit | None:
         """Fetch, verify and stage one commit (and its detached metadata)."""
         assert self.txn is not None
-        detached_raw = await self.fetch_metadata_object(ObjectType.COMMIT_META, csum,
-                                                        optional=True)
+        if self.options.commit_metadata_only and self.repo.has_object(
+                ObjectType.COMMIT, csum) and self.repo.has_object(ObjectType.COMMIT_META, csum):
+            # An idle update check: the commit and its signatures are here already, so the
+            # (signed) summary alone answers "nothing new"; they are still re-verified below.
+            detached_raw: bytes | None = self.repo.load_metadata_bytes(
+                ObjectType.COMMIT_META, csum)
+        else:
+            detached_raw = await self.fetch_metadata_object(ObjectType.COMMIT_META, csum,
+                                                            optional=True)
         detached = None
         if detached_raw is not None:
             try:
@@ -533,7 +556,8 @@ class _Puller:
                     raise SignatureError(f"commit {csum} is not bound to collection {coll}")
 
     def check_timestamp(self, ref: str, csum: str, commit: Commit) -> None:
-        current = self.repo.read_ref(self.local_refspec(ref))
+        current = self.options.timestamp_check_from_rev or self.repo.read_ref(
+            self.local_refspec(ref))
         if current is None or current == csum:
             return
         try:
@@ -773,7 +797,7 @@ async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult
     for ref, csum in targets.items():
         commit = await p.fetch_commit(ref if ref != csum else None, csum, is_target=True)
         assert commit is not None
-        if opts.timestamp_check and ref != csum:
+        if (opts.timestamp_check or opts.timestamp_check_from_rev) and ref != csum:
             p.check_timestamp(ref, csum, commit)
         if opts.commit_metadata_only:
             await _fetch_parents(p, commit, walk=False)

@@ -12,16 +12,27 @@ from .remotes import Remote, RemoteChange, RemoteSet, read_remotes_d
 from .repo import Repo
 
 
+def is_system_repo(repo: Repo) -> bool:
+    """A sysroot's ``ostree/repo``."""
+    path = repo.path.resolve()
+    return path.parts[-2:] == ("ostree", "repo") and (path.parent / "deploy").is_dir()
+
+
+def system_root(repo: Repo, sysroot: Path | None = None) -> Path:
+    """The root whose ``etc/ostree`` configures ``repo``: the given sysroot, the sysroot a
+    system repository lives in, or ``/``."""
+    if sysroot is not None:
+        return sysroot
+    return repo.path.resolve().parent.parent if is_system_repo(repo) else Path("/")
+
+
 def remotes_dirs(repo: Repo, sysroot: Path | None = None) -> list[str]:
     """``etc/ostree/remotes.d`` under the sysroot, read for system repositories (as libostree
     does) or when ``core.add-remotes-config-dir=true``."""
     flag = repo.config.get("core", "add-remotes-config-dir", None)
-    is_system = repo.path.resolve().parts[-2:] == ("ostree", "repo")
-    if flag == "false" or (flag is None and not is_system and sysroot is None):
+    if flag == "false" or (flag is None and not is_system_repo(repo) and sysroot is None):
         return []
-    root = sysroot if sysroot is not None else (
-        repo.path.resolve().parent.parent if is_system else Path("/"))
-    return [str(root / "etc" / "ostree" / "remotes.d")]
+    return [str(system_root(repo, sysroot) / "etc" / "ostree" / "remotes.d")]
 
 
 def load_remotes(repo: Repo, sysroot: Path | None = None) -> RemoteSet:

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .errors import NotFoundError
+from .errors import NotFoundError, PyOstreeError
 from .fetcher import BaseFetcher
 from .fileio import atomic_write
 
@@ -96,7 +96,7 @@ class SummaryCache:
 
     def store(self, fetched: SummaryFetch, last_modified: int | None) -> None:
         """Cache a verified summary (and signature) with its validators."""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, PyOstreeError):
             self.dir.mkdir(parents=True, exist_ok=True)
             meta = self._meta()
             if fetched.summary is not None and not fetched.from_cache:
@@ -125,5 +125,6 @@ class SummaryCache:
         meta = self._meta()
         for k in ("etag", "last-modified", "sig-etag", "sig-last-modified"):
             meta.pop(k, None)
-        with contextlib.suppress(OSError):
-            atomic_write(self.meta_path, json.dumps(meta).encode(), fsync=False)
+        if self.dir.is_dir():
+            with contextlib.suppress(OSError, PyOstreeError):
+                atomic_write(self.meta_path, json.dumps(meta).encode(), fsync=False)

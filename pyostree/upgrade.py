@@ -66,7 +66,10 @@ def upgrade(
     if not deploy_only and remote_name is not None:
         remote = get_remote(repo, remote_name, sysroot.path)
         target_arg = f"{ref}@{override_commit}" if override_commit else ref
-        opts = attrs.evolve(opts, commit_metadata_only=check_only or opts.commit_metadata_only)
+        opts = attrs.evolve(
+            opts, commit_metadata_only=check_only or opts.commit_metadata_only,
+            # Refuse an older commit before any of its content is downloaded.
+            timestamp_check_from_rev=None if allow_downgrade else dep.csum)
         pulled = pull(repo, remote, [target_arg], opts, sysroot=sysroot.path)
     target = override_commit or repo.resolve_rev(refspec)
     assert target is not None

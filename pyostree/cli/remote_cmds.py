@@ -14,7 +14,13 @@ from ..fetcher import make_fetcher
 from ..fileio import atomic_write
 from ..formats.summary import Summary
 from ..pull import PullOptions, fetch_config, pull, pull_local
-from ..remoteconfig import apply_change, get_remote, load_remotes, remotes_dirs
+from ..remoteconfig import (
+    apply_change,
+    get_remote,
+    is_system_repo,
+    load_remotes,
+    remotes_dirs,
+)
 from ..remotes import Remote
 from ..repo import Repo
 from .common import CommandError, command, get_repo, print_json
@@ -22,9 +28,9 @@ from .progress import PullProgress, human_size
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = command(sub, "remote", lambda a: _missing(p),
-                                         "Manage remote repositories")
-    rsub = p.add_subparsers(dest="remote_command", metavar="SUBCOMMAND")
+    remote_parser: argparse.ArgumentParser = command(
+        sub, "remote", lambda a: _missing(remote_parser), "Manage remote repositories")
+    rsub = remote_parser.add_subparsers(dest="remote_command", metavar="SUBCOMMAND")
 
     q = command(rsub, "add", cmd_remote_add, "Add a remote")
     q.add_argument("name")
@@ -148,7 +154,8 @@ def cmd_remote_add(args: argparse.Namespace) -> int:
     sysroot = _sysroot(args)
     remotes = load_remotes(repo, sysroot)
     dirs = remotes_dirs(repo, sysroot)
-    target = dirs[0] if dirs and sysroot is not None else "repo"
+    # Like ostree: a system repository's new remotes go to etc/ostree/remotes.d.
+    target = dirs[0] if dirs and (sysroot is not None or is_system_repo(repo)) else "repo"
     with repo.lock():
         change = remotes.add(args.name, args.url, options, if_not_exists=args.if_not_exists,
                              target=target)
@@ -255,9 +262,14 @@ def cmd_remote_summary(args: argparse.Namespace) -> int:
         print()
     for name, sha in summary.static_deltas.items():
         print(f"Static Deltas (ostree.static-deltas): {name} {sha}")
+    from .. import gvariant as gv
+
+    be_keys = ("ostree.summary.last-modified", "ostree.summary.expires")
     for key, value in summary.metadata.items():
-        if key != "ostree.static-deltas":
-            print(f"{key}: {format_variant(value.type, value.value)}")
+        if key == "ostree.static-deltas":
+            continue
+        shown = gv.swap64(value.value) if key in be_keys and value.type == "t" else value.value
+        print(f"{key}: {format_variant(value.type, shown)}")
     return 0
 
 
