@@ -708,9 +708,48 @@ class _Puller:
         if self.error is not None:
             raise self.error
 
-    def subpath_roots(self, commit: Commit) -> list[tuple[str, str]]:
-        """(tree, meta) roots for ``--subpath``; the dirtrees on the way are fetched too."""
-        return [(commit.root_tree, commit.root_meta)]
+    async def subpath_roots(self, commit: Commit) -> list[tuple[str, str]]:
+        """(tree, meta) roots to walk: the whole tree, or with ``--subpath`` only those
+        directories (the dirtrees and dirmetas on the way are fetched and stored too; a subpath
+        naming a file fetches just that file)."""
+        if not self.options.subpaths:
+            return [(commit.root_tree, commit.root_meta)]
+        roots: list[tuple[str, str]] = []
+        for subpath in self.options.subpaths:
+            tree, meta = commit.root_tree, commit.root_meta
+            parts = [p for p in subpath.split("/") if p and p != "."]
+            for i, part in enumerate(parts):
+                await self.ensure_metadata(ObjectType.DIRMETA, meta)
+                dirtree = DirTree.from_bytes(await self.ensure_metadata(ObjectType.DIRTREE, tree))
+                found = next((d for d in dirtree.dirs if d[0] == part), None)
+                if found is not None:
+                    tree, meta = found[1], found[2]
+                    continue
+                file = next((f for f in dirtree.files if f[0] == part), None)
+                if file is None or i != len(parts) - 1:
+                    raise RepoError(f"subpath {subpath} does not exist in commit")
+                if not self.txn_has(ObjectType.FILE, file[1]):
+                    await self.fetch_content(file[1])
+                break
+            else:
+                roots.append((tree, meta))
+        return roots
+
+    def txn_has(self, objtype: ObjectType, csum: str) -> bool:
+        assert self.txn is not None
+        return self.txn.has_object(objtype, csum)
+
+    async def ensure_metadata(self, objtype: ObjectType, csum: str) -> bytes:
+        """A dirtree or dirmeta, from the transaction/repo or fetched, verified and staged."""
+        loop = asyncio.get_running_loop()
+        if self.txn_has(objtype, csum):
+            if objtype is ObjectType.DIRTREE:
+                return await loop.run_in_executor(self.pool, self._read_local_tree, csum)
+            return b""
+        raw = await self.fetch_metadata_object(objtype, csum)
+        assert raw is not None
+        await loop.run_in_executor(self.pool, self._store_meta, objtype, raw, csum)
+        return raw
 
     def load_sizes(self, commit: Commit) -> None:
         from .formats.varint import decode_varint
@@ -813,7 +852,7 @@ async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult
             continue
         # After a delta this only scans local trees and fetches what the delta left out.
         p.load_sizes(commit)
-        await p.walk(p.subpath_roots(commit))
+        await p.walk(await p.subpath_roots(commit))
         walked.append(csum)
         walked += await _fetch_parents(p, commit, walk=True)
     return walked
