@@ -564,10 +564,11 @@ class _Puller:
             old = self.repo.load_commit(current)
         except PyOstreeError:
             return
-        if commit.timestamp < old.timestamp or (commit.timestamp == old.timestamp):
+        # As libostree's pull and upgrader: only a strictly older commit is a downgrade.
+        if commit.timestamp < old.timestamp:
             raise VerificationError(
                 f"refusing to downgrade {ref}: the remote commit {csum} "
-                f"(timestamp {commit.timestamp}) is not newer than the local {current} "
+                f"(timestamp {commit.timestamp}) is older than the local {current} "
                 f"(timestamp {old.timestamp})")
 
     def local_refspec(self, ref: str) -> str:

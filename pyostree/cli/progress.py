@@ -31,7 +31,8 @@ class PullProgress:
         bar = self._bar
         bar.total = max(stats.requested, 1)
         bar.n = stats.fetched + stats.fetched_meta
-        bar.set_postfix_str(f"{stats.bytes / 1048576:.1f} MiB", refresh=False)
+        parts = f", {stats.delta_parts} delta parts" if stats.delta_parts else ""
+        bar.set_postfix_str(f"{stats.bytes / 1048576:.1f} MiB{parts}", refresh=False)
         bar.refresh()
 
     def close(self) -> None:
