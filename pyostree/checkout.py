@@ -12,6 +12,8 @@ import errno
 import os
 import shutil
 import stat
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -24,6 +26,7 @@ from .repo import OSTREEMETA_XATTR, Repo, RepoMode, utf8_target
 
 _CHUNK = 256 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PROGRESS_EVERY = 200  # files between two progress callbacks
 
 
 @attrs.frozen
@@ -38,9 +41,14 @@ class CheckoutOptions:
 
 
 class _Checkout:
-    def __init__(self, repo: Repo, opts: CheckoutOptions) -> None:
+    def __init__(self, repo: Repo, opts: CheckoutOptions,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.repo = repo
         self.opts = opts
+        self.progress = progress
+        self.written = 0  # files (and symlinks) written so far
+        # Without a callback the per-file check never fires: one int comparison per file.
+        self._next_report = _PROGRESS_EVERY if progress is not None else sys.maxsize
         mode = repo.mode
         # As in ostree, bare-user-only checkouts are always user mode.
         self.user_mode = (opts.user_mode or os.geteuid() != 0
@@ -55,6 +63,17 @@ class _Checkout:
             )
 
     # -- helpers
+
+    def _wrote_file(self) -> None:
+        self.written += 1
+        if self.written >= self._next_report:
+            self._next_report = self.written + _PROGRESS_EVERY
+            assert self.progress is not None
+            self.progress(self.written)
+
+    def report_end(self) -> None:
+        if self.progress is not None:
+            self.progress(self.written)
 
     def _remove_existing(self, dfd: int, name: str) -> None:
         try:
@@ -167,6 +186,7 @@ class _Checkout:
                         os.setxattr(dfd, xname[:-1], value)
             for fname, fcsum in tree.files:
                 self.file(dfd, fname, fcsum)
+                self._wrote_file()
             for dname, dtree, dmeta in tree.dirs:
                 self.directory(dfd, dname, dtree, dmeta)
             # Like ostree: directories that were already there keep their metadata.
@@ -200,11 +220,14 @@ def _resolve_subpath(repo: Repo, tree: str, meta: str, subpath: str) -> tuple[st
 
 
 def checkout(
-    repo: Repo, rev: str, dest: str | os.PathLike[str], options: CheckoutOptions | None = None
+    repo: Repo, rev: str, dest: str | os.PathLike[str], options: CheckoutOptions | None = None,
+    *, progress: Callable[[int], None] | None = None,
 ) -> str:
     """Check out ``rev`` into ``dest`` (which must not exist, unless ``union``). Returns the commit.
 
     On failure a new destination is removed again, so nothing half-written is left behind.
+    ``progress``, if given, is called with the number of files written so far, every
+    ~200 files and once more at the end.
     """
     opts = options or CheckoutOptions()
     csum = repo.resolve_rev(rev)
@@ -216,7 +239,7 @@ def checkout(
     try:
         commit = repo.load_commit(csum)
         tree, meta = commit.root_tree, commit.root_meta
-        work = _Checkout(repo, opts)
+        work = _Checkout(repo, opts, progress)
         if opts.subpath:
             tree, meta, file_csum = _resolve_subpath(repo, tree, meta, opts.subpath)
             if file_csum is not None:
@@ -224,10 +247,13 @@ def checkout(
                 dfd = os.open(target, _DIR_FLAGS)
                 try:
                     work.file(dfd, opts.subpath.rstrip("/").split("/")[-1], file_csum)
+                    work._wrote_file()
                 finally:
                     os.close(dfd)
+                work.report_end()
                 return csum
         work.directory(-1, None, tree, meta, dest=target)
+        work.report_end()
     except BaseException as exc:
         if not existed:
             shutil.rmtree(target, ignore_errors=True)

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", metavar="PATH", help="path to the OSTree repository "
                         "(default: the current directory if it is a repo, $OSTREE_REPO, "
                         "or /ostree/repo)")
-    parser.add_argument("--version", action="version", version="pyostree 0.1.0")
+    parser.add_argument("--version", action="version", version="pyostree 0.1.0",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in _MODULES:

@@ -13,11 +13,12 @@ from ..pull import PullOptions
 from ..sysroot import Sysroot, status_json, status_text
 from ..upgrade import switch, upgrade
 from .common import CommandError, print_json
+from .progress import step
 
 
 def _sysroot_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sysroot", default=argparse.SUPPRESS, metavar="PATH",
-                   help="use this sysroot instead of /")
+                   help="use system root PATH instead of /")
     p.add_argument("--print-current-dir", action="store_true", default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
 
@@ -32,76 +33,112 @@ def _add(sub: Any, name: str, func: Any, help_text: str,
 
 
 def _deploy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("revision", help="REF, REMOTE:REF or commit checksum")
-    p.add_argument("--os", "--stateroot", dest="os", help="the stateroot (OS name)")
+    p.add_argument("revision", help="the revision to deploy: REF, REMOTE:REF or commit checksum")
+    p.add_argument("--os", "--stateroot", dest="os",
+                   help="the stateroot (OS name) to deploy into (default: the booted one)")
     p.add_argument("--karg", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a kernel argument (replacing one with the same key)")
-    p.add_argument("--karg-append", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--karg-delete", metavar="KEY=VALUE")
-    p.add_argument("--karg-none", action="store_true", help="no kernel arguments")
+                   help="set a kernel argument, like root=/dev/sda1; this overrides any earlier "
+                   "argument with the same name (repeatable)")
+    p.add_argument("--karg-append", action="append", default=[], metavar="KEY=VALUE",
+                   help="append kernel argument; useful with e.g. console= that can be used "
+                   "multiple times (repeatable)")
+    p.add_argument("--karg-delete", metavar="KEY=VALUE", help="delete kernel argument if it exists")
+    p.add_argument("--karg-none", action="store_true",
+                   help="do not import kernel arguments: start from an empty list")
     p.add_argument("--karg-proc-cmdline", action="store_true",
-                   help="take the kernel arguments from /proc/cmdline")
-    p.add_argument("--no-merge", action="store_true", help="do not merge /etc or kargs")
-    p.add_argument("--no-prune", action="store_true", help="do not prune the repository")
-    p.add_argument("--retain", action="store_true", help="keep all existing deployments")
-    p.add_argument("--retain-pending", action="store_true")
-    p.add_argument("--retain-rollback", action="store_true")
+                   help="import the kernel arguments of the running system (/proc/cmdline)")
+    p.add_argument("--no-merge", action="store_true",
+                   help="do not apply configuration (/etc and kernel arguments) from the "
+                   "booted deployment")
+    p.add_argument("--no-prune", action="store_true", help="do not prune the repository when done")
+    p.add_argument("--retain", action="store_true", help="do not delete previous deployments")
+    p.add_argument("--retain-pending", action="store_true",
+                   help="do not delete pending deployments")
+    p.add_argument("--retain-rollback", action="store_true",
+                   help="do not delete rollback deployments")
     p.add_argument("--not-as-default", action="store_true",
-                   help="add the deployment after the default one")
-    p.add_argument("--origin-file", help="use this origin file")
-    p.add_argument("--stage", action="store_true", help="finalize at shutdown")
-    p.add_argument("--lock-finalization", action="store_true")
+                   help="append rather than prepend the new deployment (it does not become the "
+                   "default)")
+    p.add_argument("--origin-file", metavar="FILENAME",
+                   help="use this origin file for the new deployment")
+    p.add_argument("--stage", action="store_true",
+                   help="stage the deployment: complete it at OS shutdown")
+    p.add_argument("--lock-finalization", action="store_true",
+                   help="with --stage: do not finalize at shutdown until the lock is removed")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("admin", help="Commands that need a sysroot (deployments)",
-                       description="Commands that need a sysroot (deployments)")
+    p = sub.add_parser("admin", help="Manage the deployments of a sysroot (the bootable OS trees).",
+                       description="Manage the deployments of a sysroot: deploy, upgrade, "
+                       "roll back and clean up bootable OS trees.")
     _sysroot_arg(p)
     p.set_defaults(func=lambda a: _usage(p))
     asub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND")
 
-    q = _add(asub, "init-fs", cmd_init_fs, "Initialize a root filesystem")
-    q.add_argument("path")
-    q.add_argument("--modern", action="store_true")
-    q = _add(asub, "os-init", cmd_os_init, "Initialize a stateroot", aliases=("stateroot-init",))
-    q.add_argument("osname")
-    q = _add(asub, "deploy", cmd_deploy, "Check out a revision as a new deployment")
+    q = _add(asub, "init-fs", cmd_init_fs,
+             "Initialize an empty root filesystem with the directories a sysroot needs.")
+    q.add_argument("path", metavar="PATH", help="the root directory to initialize")
+    q.add_argument("--modern", action="store_true", help="only create /boot and /ostree")
+    q = _add(asub, "os-init", cmd_os_init,
+             "Initialize a stateroot (OS name): its deploy directory and shared /var.",
+             aliases=("stateroot-init",))
+    q.add_argument("osname", metavar="OSNAME", help="name of the new stateroot")
+    q = _add(asub, "deploy", cmd_deploy,
+             "Check out a revision as a new deployment and make it the default boot entry.")
     _deploy_options(q)
-    q = _add(asub, "status", cmd_status, "List deployments")
+    q = _add(asub, "status", cmd_status,
+             "List the deployments, marking the booted, pending and rollback ones.")
     q.add_argument("--json", action="store_true", help="machine-readable output")
-    q.add_argument("-v", "--verbose", action="store_true")
-    q = _add(asub, "undeploy", cmd_undeploy, "Delete a deployment by index")
-    q.add_argument("index", type=int)
-    q = _add(asub, "set-default", cmd_set_default, "Make a deployment the default")
-    q.add_argument("index", type=int)
-    q = _add(asub, "pin", cmd_pin, "Keep a deployment from being garbage collected")
-    q.add_argument("indexes", type=int, nargs="+")
-    q.add_argument("-u", "--unpin", action="store_true")
-    q = _add(asub, "cleanup", cmd_cleanup, "Delete untagged deployments and repo objects")
-    q = _add(asub, "rollback", cmd_rollback, "Make the previous deployment the default")
+    q.add_argument("-v", "--verbose", action="store_true",
+                   help="accepted for ostree compatibility; prints the same")
+    q = _add(asub, "undeploy", cmd_undeploy,
+             "Delete the deployment at INDEX (as listed by status).")
+    q.add_argument("index", type=int, metavar="INDEX", help="deployment index, 0 is the first")
+    q = _add(asub, "set-default", cmd_set_default,
+             "Make the deployment at INDEX the default boot entry.")
+    q.add_argument("index", type=int, metavar="INDEX", help="deployment index, 0 is the first")
+    q = _add(asub, "pin", cmd_pin, "Pin deployments so that they are never garbage collected.")
+    q.add_argument("indexes", type=int, nargs="+", metavar="INDEX",
+                   help="deployment index, 0 is the first")
+    q.add_argument("-u", "--unpin", action="store_true", help="unset the pin")
+    q = _add(asub, "cleanup", cmd_cleanup,
+             "Delete leftover deployment data and repository objects no deployment uses.")
+    q = _add(asub, "rollback", cmd_rollback,
+             "Make the previous (rollback) deployment the default boot entry.")
     q = _add(asub, "boot-complete", cmd_boot_complete,
-             "Mark the booted deployment good (boot counting)")
-    q = _add(asub, "finalize-staged", cmd_finalize, "Write a staged deployment")
-    q = _add(asub, "upgrade", cmd_upgrade, "Pull the origin ref and deploy it")
-    q.add_argument("--os", help="the stateroot")
-    q.add_argument("--pull-only", action="store_true", help="do not deploy")
-    q.add_argument("--deploy-only", action="store_true", help="do not pull")
-    q.add_argument("--allow-downgrade", action="store_true")
-    q.add_argument("--override-commit", metavar="CHECKSUM")
+             "Mark the booted deployment as successfully booted (boot counting).")
+    q = _add(asub, "finalize-staged", cmd_finalize,
+             "Finalize a staged deployment: merge /etc and write boot entries.")
+    q = _add(asub, "upgrade", cmd_upgrade,
+             "Pull the booted deployment's origin ref and deploy the new commit.")
+    q.add_argument("--os", metavar="OSNAME",
+                   help="upgrade stateroot OSNAME instead of the booted one")
+    q.add_argument("--pull-only", action="store_true",
+                   help="do not create a deployment, just download")
+    q.add_argument("--deploy-only", action="store_true", help="do not pull, only deploy")
+    q.add_argument("--allow-downgrade", action="store_true",
+                   help="permit deployment of chronologically older trees")
+    q.add_argument("--override-commit", metavar="CHECKSUM",
+                   help="deploy CHECKSUM instead of the latest tree")
     q.add_argument("--check", action="store_true",
                    help="only report whether an update exists (fetches commit metadata only)")
-    q.add_argument("--reboot", "-r", action="store_true", help="reboot after deploying")
-    q.add_argument("--json", action="store_true")
-    q = _add(asub, "switch", cmd_switch, "Deploy another ref")
-    q.add_argument("ref")
-    q.add_argument("--os", help="the stateroot")
-    q.add_argument("--reboot", "-r", action="store_true")
-    q = _add(asub, "kargs", lambda a: _usage(q), "Change kernel arguments")
+    q.add_argument("--reboot", "-r", action="store_true", help="reboot after a successful upgrade")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q = _add(asub, "switch", cmd_switch,
+             "Deploy another ref (branch) and make it the origin for future upgrades.")
+    q.add_argument("ref", metavar="REF", help="the new ref, REF or REMOTE:REF")
+    q.add_argument("--os", metavar="OSNAME",
+                   help="switch stateroot OSNAME instead of the booted one")
+    q.add_argument("--reboot", "-r", action="store_true", help="reboot after switching trees")
+    q = _add(asub, "kargs", lambda a: _usage(q), "Change the kernel arguments of deployments.")
     ksub = q.add_subparsers(dest="kargs_command", metavar="SUBCOMMAND")
-    k = _add(ksub, "edit-in-place", cmd_kargs, "Append kernel arguments to every deployment")
-    k.add_argument("--append-if-missing", action="append", default=[], metavar="KEY=VALUE")
+    k = _add(ksub, "edit-in-place", cmd_kargs,
+             "Append kernel arguments to every deployment that lacks them.")
+    k.add_argument("--append-if-missing", action="append", default=[], metavar="KEY=VALUE",
+                   help="append kernel argument KEY=VALUE if it does not exist (repeatable)")
 
-    top = _add(sub, "deploy", cmd_deploy, "Same as 'admin deploy'")
+    top = _add(sub, "deploy", cmd_deploy,
+               "Check out a revision as a new deployment (same as 'admin deploy').")
     _deploy_options(top)
 
 
@@ -130,6 +167,8 @@ def cmd_os_init(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     sysroot = _sysroot(args)
+    # deploy() takes no progress callback: plain step lines, only on a terminal.
+    step(f"Deploying {args.revision}...")
     new = dep.deploy(
         sysroot, args.os, args.revision, kargs=args.karg, karg_append=args.karg_append,
         karg_delete=args.karg_delete, karg_none=args.karg_none,

@@ -20,7 +20,8 @@ class CommandError(PyOstreeError):
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
     """``--repo`` is accepted before or after the subcommand, as ostree does."""
     parser.add_argument("--repo", metavar="PATH", default=argparse.SUPPRESS,
-                        help="path to the OSTree repository")
+                        help="path to the OSTree repository (default: the current directory if "
+                        "it is a repo, $OSTREE_REPO, or SYSROOT/ostree/repo)")
 
 
 def repo_path(args: argparse.Namespace) -> Path:

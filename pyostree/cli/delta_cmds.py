@@ -21,24 +21,33 @@ from .progress import human_size
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = command(sub, "static-delta", lambda a: _usage(p),
-                                         "Manage static delta files")
+                                         "List, show, generate, apply and delete static deltas.")
     dsub = p.add_subparsers(dest="delta_command", metavar="SUBCOMMAND")
-    command(dsub, "list", cmd_list, "List static delta files")
-    q = command(dsub, "show", cmd_show, "Dump information on a delta")
-    q.add_argument("delta")
-    q = command(dsub, "delete", cmd_delete, "Remove a delta")
-    q.add_argument("delta")
-    q = command(dsub, "apply-offline", cmd_apply, "Apply a static delta directory")
+    command(dsub, "list", cmd_list, "List the static deltas of the repository.")
+    q = command(dsub, "show", cmd_show,
+                "Print information on a static delta: parts, sizes, fallbacks.")
+    q.add_argument("delta", metavar="DELTA", help="delta name, FROM-TO or TO (as listed)")
+    q = command(dsub, "delete", cmd_delete, "Remove a static delta from the repository.")
+    q.add_argument("delta", metavar="DELTA", help="delta name, FROM-TO or TO (as listed)")
+    q = command(dsub, "apply-offline", cmd_apply,
+                "Apply a static delta from a file or directory to the repository.")
     q.add_argument("path", help="delta directory or superblock file")
-    q = command(dsub, "generate", cmd_generate, "Generate a static delta")
-    q.add_argument("--from", dest="from_rev", help="create a delta from this revision")
-    q.add_argument("--empty", action="store_true", help="create a delta from the empty tree")
-    q.add_argument("--to", dest="to_rev", required=True, help="target revision")
-    q.add_argument("--inline", action="store_true", help="embed the parts in the superblock")
-    q.add_argument("--max-chunk-size", type=int, default=32, metavar="MB")
-    q.add_argument("--disable-bsdiff", action="store_true")
+    q = command(dsub, "generate", cmd_generate,
+                "Generate a static delta between two commits (or from the empty tree).")
+    q.add_argument("--from", dest="from_rev",
+                   help="create delta from revision REV (default: the parent of --to)")
+    q.add_argument("--empty", action="store_true",
+                   help="create delta from scratch (the empty tree)")
+    q.add_argument("--to", dest="to_rev", required=True, help="create delta to revision REV")
+    q.add_argument("--inline", action="store_true",
+                   help="inline delta parts into the main delta (superblock)")
+    q.add_argument("--max-chunk-size", type=int, default=32, metavar="MB",
+                   help="maximum size of delta parts in megabytes (default: 32)")
+    q.add_argument("--disable-bsdiff", action="store_true", help="disable use of bsdiff")
     q.add_argument("--min-fallback-size", type=int, default=0, metavar="MB",
-                   help="ship files at least this large as fallback objects (0: never)")
+                   help="minimum uncompressed size in megabytes for a file to be fetched as a "
+                   "separate HTTP request (fallback object) instead of in a part (0: never) "
+                   "(default: 0)")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

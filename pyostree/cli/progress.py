@@ -1,19 +1,63 @@
-"""Progress display: a tqdm bar on a terminal, nothing (or plain log lines) otherwise."""
+"""Progress display on standard error: a tqdm line on a terminal, nothing otherwise.
+
+Every display is a callable for a library ``progress=`` hook plus ``close()``; use it as a context
+manager (or close it in ``finally``) so the line is cleared before an error message is printed.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
+
+_MiB = 1048576
+_DELAY = 0.3  # seconds before a bar appears: quick operations print nothing
 
 
-class PullProgress:
-    """Callable taking PullStats; shows objects, bytes and rate on a TTY."""
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
 
-    def __init__(self, enabled: bool | None = None, desc: str = "Receiving objects") -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+class _Bar:
+    """A lazily created tqdm bar that is cleared (``leave=False``) when closed."""
+
+    def __init__(self, enabled: bool | None, desc: str, unit: str) -> None:
+        self.enabled = _stderr_is_tty() if enabled is None else enabled
         self._bar: Any = None
         self._desc = desc
+        self._unit = unit
+        self._started = time.monotonic()
+
+    def _get(self) -> Any:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=None, unit=self._unit, desc=self._desc, file=sys.stderr,
+                             leave=False, dynamic_ncols=True, delay=_DELAY)
+        return self._bar
+
+    def close(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class PullProgress(_Bar):
+    """Callable taking PullStats; shows objects, MiB, transfer rate and delta parts on a TTY."""
+
+    def __init__(self, enabled: bool | None = None, desc: str = "Receiving objects") -> None:
+        super().__init__(enabled, desc, "obj")
         self._last = 0.0
 
     def __call__(self, stats: Any) -> None:
@@ -23,22 +67,33 @@ class PullProgress:
         if now - self._last < 0.1:
             return
         self._last = now
-        if self._bar is None:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=0, unit="obj", desc=self._desc, file=sys.stderr,
-                             leave=False, dynamic_ncols=True)
-        bar = self._bar
-        bar.total = max(stats.requested, 1)
-        bar.n = stats.fetched + stats.fetched_meta
+        bar = self._get()
+        done = stats.fetched + stats.fetched_meta
+        bar.total = max(stats.requested, done, 1)
+        rate = stats.bytes / max(now - self._started, 1e-3) / _MiB
         parts = f", {stats.delta_parts} delta parts" if stats.delta_parts else ""
-        bar.set_postfix_str(f"{stats.bytes / 1048576:.1f} MiB{parts}", refresh=False)
-        bar.refresh()
+        bar.set_postfix_str(f"{stats.bytes / _MiB:.1f} MiB, {rate:.1f} MiB/s{parts}",
+                            refresh=False)
+        bar.update(done - bar.n)
 
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+
+class CheckoutProgress(_Bar):
+    """Callable taking the number of files written so far (``checkout(progress=)``)."""
+
+    def __init__(self, enabled: bool | None = None, desc: str = "Checking out") -> None:
+        super().__init__(enabled, desc, " files")
+
+    def __call__(self, files: int) -> None:
+        if not self.enabled:
+            return
+        bar = self._get()
+        bar.update(files - bar.n)
+
+
+def step(message: str, enabled: bool | None = None) -> None:
+    """A one-line step message (``Deploying …``) on standard error, only on a terminal."""
+    if _stderr_is_tty() if enabled is None else enabled:
+        print(message, file=sys.stderr, flush=True)
 
 
 def human_size(n: float) -> str:

@@ -29,83 +29,115 @@ from .progress import PullProgress, human_size
 
 def register(sub: Any) -> None:
     remote_parser: argparse.ArgumentParser = command(
-        sub, "remote", lambda a: _missing(remote_parser), "Manage remote repositories")
+        sub, "remote", lambda a: _missing(remote_parser),
+        "Add, delete and inspect remote repositories.")
     rsub = remote_parser.add_subparsers(dest="remote_command", metavar="SUBCOMMAND")
 
-    q = command(rsub, "add", cmd_remote_add, "Add a remote")
-    q.add_argument("name")
-    q.add_argument("url", help="URL, mirrorlist=URL or file:///path")
-    q.add_argument("branches", nargs="*")
+    q = command(rsub, "add", cmd_remote_add,
+                "Add a remote repository to the repository's configuration.")
+    q.add_argument("name", metavar="NAME", help="name of the new remote")
+    q.add_argument("url", metavar="URL", help="URL of the remote repository: http(s)://..., "
+                   "mirrorlist=URL or file:///path")
+    q.add_argument("branches", nargs="*", metavar="BRANCH",
+                   help="branches pulled by default when pull names none")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a config option (repeatable)")
-    q.add_argument("--no-gpg-verify", action="store_true", help="disable GPG verification")
-    q.add_argument("--if-not-exists", action="store_true", help="do nothing if it exists")
-    q.add_argument("--gpg-import", metavar="FILE", help="import GPG keys from FILE")
-    q.add_argument("--contenturl", help="URL for content (objects, delta parts)")
-    q.add_argument("--sysroot", help="use the remotes.d of this sysroot")
+                   help="set config option KEY=VALUE for the remote (repeatable)")
+    q.add_argument("--no-gpg-verify", action="store_true",
+                   help="disable GPG verification of commits and the summary")
+    q.add_argument("--if-not-exists", action="store_true",
+                   help="do nothing if the remote already exists")
+    q.add_argument("--gpg-import", metavar="FILE",
+                   help="import GPG keys from FILE into the remote's keyring")
+    q.add_argument("--contenturl", help="use URL when fetching content (objects, delta parts)")
+    q.add_argument("--sysroot", metavar="PATH",
+                   help="write the remote to etc/ostree/remotes.d of this sysroot")
 
-    q = command(rsub, "list", cmd_remote_list, "List remotes")
-    q.add_argument("-u", "--show-urls", action="store_true", help="show URLs")
+    q = command(rsub, "list", cmd_remote_list, "List the configured remotes.")
+    q.add_argument("-u", "--show-urls", action="store_true", help="show the URL of each remote")
     q.add_argument("--json", action="store_true", help="machine-readable output")
 
-    q = command(rsub, "delete", cmd_remote_delete, "Delete a remote")
-    q.add_argument("name")
-    q.add_argument("--if-exists", action="store_true")
+    q = command(rsub, "delete", cmd_remote_delete, "Delete a remote and its GPG keyring.")
+    q.add_argument("name", metavar="NAME", help="the remote to delete")
+    q.add_argument("--if-exists", action="store_true",
+                   help="do nothing if the remote does not exist")
 
-    q = command(rsub, "show-url", cmd_remote_show_url, "Show a remote's URL")
-    q.add_argument("name")
+    q = command(rsub, "show-url", cmd_remote_show_url, "Print the URL of a remote.")
+    q.add_argument("name", metavar="NAME", help="the remote")
 
-    q = command(rsub, "gpg-import", cmd_remote_gpg_import, "Import GPG keys for a remote")
-    q.add_argument("name")
-    q.add_argument("keyfiles", nargs="*")
-    q.add_argument("-k", "--keyring", action="append", default=[], help="import from keyring")
+    q = command(rsub, "gpg-import", cmd_remote_gpg_import,
+                "Import GPG public keys into the keyring a remote verifies with.")
+    q.add_argument("name", metavar="NAME", help="the remote")
+    q.add_argument("keyfiles", nargs="*", metavar="KEYFILE",
+                   help="files with GPG public keys (binary or ASCII-armored)")
+    q.add_argument("-k", "--keyring", action="append", default=[],
+                   help="import all keys of this keyring file (repeatable)")
     q.add_argument("--stdin", action="store_true", help="read keys from standard input")
 
-    q = command(rsub, "refs", cmd_remote_refs, "List the refs a remote offers")
-    q.add_argument("name")
+    q = command(rsub, "refs", cmd_remote_refs,
+                "List the refs a remote offers, from its summary file.")
+    q.add_argument("name", metavar="NAME", help="the remote")
 
-    q = command(rsub, "summary", cmd_remote_summary, "Show a remote's summary")
-    q.add_argument("name")
-    q.add_argument("--raw", action="store_true")
+    q = command(rsub, "summary", cmd_remote_summary,
+                "Fetch and show a remote's summary: refs, commits, static deltas.")
+    q.add_argument("name", metavar="NAME", help="the remote")
+    q.add_argument("--raw", action="store_true", help="show raw variant data")
 
-    p = command(sub, "pull", cmd_pull, "Download data from a remote repository")
-    p.add_argument("remote", help="remote name (or file:///path)")
-    p.add_argument("refs", nargs="*", help="REF or REF@COMMIT (default: the remote's branches)")
+    p = command(sub, "pull", cmd_pull,
+                "Download commits and their objects from a remote and update the refs.")
+    p.add_argument("remote", help="remote name, or REMOTE:REF to pull one ref")
+    p.add_argument("refs", nargs="*",
+                   help="REF or REF@COMMIT to pull (default: the remote's branches)")
     _pull_options(p)
 
-    p = command(sub, "pull-local", cmd_pull_local, "Copy data from another local repository")
-    p.add_argument("src", help="source repository path")
-    p.add_argument("refs", nargs="*")
-    p.add_argument("--remote", help="store refs as REMOTE:REF")
+    p = command(sub, "pull-local", cmd_pull_local,
+                "Copy commits and their objects from another local repository.")
+    p.add_argument("src", metavar="SRC", help="path of the source repository")
+    p.add_argument("refs", nargs="*", metavar="REF",
+                   help="refs or commits to copy (default: all refs of SRC)")
+    p.add_argument("--remote", help="add REMOTE to the refspec: store refs as REMOTE:REF")
     p.add_argument("--untrusted", action="store_true",
-                   help="verify every object (pyostree always does)")
-    p.add_argument("--disable-fsync", action="store_true")
-    p.add_argument("--depth", type=int, default=0)
-    p.add_argument("--gpg-verify", action="store_true")
-    p.add_argument("--json", action="store_true")
+                   help="verify checksums of local sources (pyostree always does)")
+    p.add_argument("--disable-fsync", action="store_true",
+                   help="accepted for ostree compatibility; pyostree always fsyncs")
+    p.add_argument("--depth", type=int, default=0,
+                   help="traverse DEPTH parents (-1: all) (default: 0)")
+    p.add_argument("--gpg-verify", action="store_true",
+                   help="GPG verify commits with the keys of --remote (needs --remote)")
+    p.add_argument("--json", action="store_true", help="print a machine-readable result")
 
 
 def _pull_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--commit-metadata-only", action="store_true",
-                   help="fetch only the commit and its detached metadata")
-    p.add_argument("--depth", type=int, default=0, help="also fetch N parents (-1: all)")
-    p.add_argument("--mirror", action="store_true", help="write refs/heads, as a mirror")
-    p.add_argument("--disable-static-deltas", action="store_true")
-    p.add_argument("--require-static-deltas", action="store_true")
+                   help="fetch only the commit metadata (commit and detached metadata)")
+    p.add_argument("--depth", type=int, default=0,
+                   help="traverse DEPTH parents (-1: all) (default: 0)")
+    p.add_argument("--mirror", action="store_true",
+                   help="write refs suitable for a mirror (refs/heads, not refs/remotes)")
+    p.add_argument("--disable-static-deltas", action="store_true",
+                   help="do not use static deltas; fetch objects one by one")
+    p.add_argument("--require-static-deltas", action="store_true",
+                   help="fail unless a static delta is available for every ref")
     p.add_argument("--dry-run", action="store_true",
-                   help="only print what a static delta would download")
-    p.add_argument("--subpath", action="append", default=[], help="only fetch this subpath")
+                   help="only print what would be downloaded (requires static deltas)")
+    p.add_argument("--subpath", action="append", default=[],
+                   help="only pull the provided subpath (repeatable)")
     p.add_argument("--timestamp-check", action="store_true",
-                   help="refuse commits older than the current ref")
-    p.add_argument("--url", help="use this URL instead of the remote's")
-    p.add_argument("--http-header", action="append", default=[], metavar="K=V")
-    p.add_argument("--network-retries", type=int, default=5)
+                   help="require fetched commits to have newer timestamps than the current ref")
+    p.add_argument("--url",
+                   help="pull objects from this URL instead of the one in the remote config")
+    p.add_argument("--http-header", action="append", default=[], metavar="NAME=VALUE",
+                   help="add NAME=VALUE as HTTP header to all requests (repeatable)")
+    p.add_argument("--network-retries", type=int, default=5, metavar="N",
+                   help="how many times each download is retried upon error (default: 5)")
     p.add_argument("--low-speed-time", type=float, default=PullOptions().low_speed_time,
                    help=argparse.SUPPRESS)  # seconds under 1000 B/s before a transfer aborts
-    p.add_argument("--disable-verify-bindings", action="store_true")
-    p.add_argument("--disable-fsync", action="store_true")
+    p.add_argument("--disable-verify-bindings", action="store_true",
+                   help="do not verify commit bindings (ostree.ref-binding)")
+    p.add_argument("--disable-fsync", action="store_true",
+                   help="accepted for ostree compatibility; pyostree always fsyncs")
     p.add_argument("--json", action="store_true", help="print a machine-readable result")
-    p.add_argument("--sysroot", help="sysroot whose etc/ostree configuration applies")
+    p.add_argument("--sysroot", metavar="PATH",
+                   help="sysroot whose etc/ostree configuration applies")
 
 
 def _missing(parser: argparse.ArgumentParser) -> int:

@@ -21,104 +21,147 @@ from ..gvtext import format_variant, parse_text
 from ..maintenance import fsck, prune
 from ..repo import Repo, RepoMode
 from .common import CommandError, command, get_repo, print_json, repo_path
+from .progress import CheckoutProgress
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "init", cmd_init, "Initialize a new empty repository")
+    p = command(sub, "init", cmd_init, "Initialize a new empty repository.")
     p.add_argument("--mode", default="bare",
                    choices=["bare", "bare-user", "bare-user-only", "archive", "archive-z2"],
-                   help="repository mode (default: bare)")
-    p.add_argument("--collection-id", help="globally unique ID for this repository")
+                   help="repository mode: bare (root-owned files), bare-user (files owned by the "
+                   "user, metadata in xattrs), bare-user-only, or archive (compressed, for "
+                   "serving over HTTP; archive-z2 is an old name for it) (default: bare)")
+    p.add_argument("--collection-id",
+                   help="globally unique ID for this repository as a collection of refs for "
+                   "redistribution to other repositories")
 
-    p = command(sub, "commit", cmd_commit, "Commit a new revision from a directory")
-    p.add_argument("-b", "--branch", help="branch (ref) to update")
-    p.add_argument("-s", "--subject", default="", help="one-line subject")
-    p.add_argument("-m", "--body", default="", help="full description")
+    p = command(sub, "commit", cmd_commit,
+                "Commit a directory tree as a new revision, optionally updating a branch.")
+    p.add_argument("-b", "--branch", help="branch (ref) to point at the new commit")
+    p.add_argument("-s", "--subject", default="", help="one-line subject of the commit message")
+    p.add_argument("-m", "--body", default="", help="full description (body) of the commit message")
     p.add_argument("--tree", action="append", default=[], metavar="dir=PATH",
-                   help="tree to commit (dir=PATH)")
-    p.add_argument("--timestamp", help="override the timestamp (@EPOCH or ISO 8601)")
-    p.add_argument("--parent", help="parent commit (or 'none')")
-    p.add_argument("--orphan", action="store_true", help="create a commit without a parent")
-    p.add_argument("--owner-uid", type=int, help="set file ownership uid")
-    p.add_argument("--owner-gid", type=int, help="set file ownership gid")
+                   help="overlay the given directory as the tree to commit (only dir=PATH "
+                   "is supported)")
+    p.add_argument("--timestamp", help="override the timestamp of the commit (@EPOCH or ISO 8601)")
+    p.add_argument("--parent", help="parent commit checksum or rev, or \"none\" for no parent "
+                   "(default: the branch's current commit)")
+    p.add_argument("--orphan", action="store_true",
+                   help="create a commit without a parent; needed when no --branch is given")
+    p.add_argument("--owner-uid", type=int, help="set file ownership user id of every file")
+    p.add_argument("--owner-gid", type=int, help="set file ownership group id of every file")
     p.add_argument("--canonical-permissions", action="store_true",
-                   help="uid/gid 0 and permissions masked with 0755, as bare-user-only does")
-    p.add_argument("--no-xattrs", action="store_true", help="do not import extended attributes")
+                   help="canonicalize permissions as bare-user-only does: uid/gid 0, modes "
+                   "masked with 0755")
+    p.add_argument("--no-xattrs", action="store_true",
+                   help="do not import extended attributes from the directory")
     p.add_argument("--no-bindings", action="store_true",
-                   help="do not add the ostree.ref-binding metadata")
+                   help="do not write any ref bindings (ostree.ref-binding metadata)")
     p.add_argument("--bind-ref", action="append", default=[], metavar="BRANCH",
-                   help="add a ref to the ref-binding metadata (repeatable)")
+                   help="add a ref to the ref-binding commit metadata (repeatable)")
     p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE",
-                   help="add a string metadata key (repeatable)")
+                   help="add a key/value pair to the commit metadata, VALUE as a string "
+                   "(repeatable)")
     p.add_argument("--add-metadata", action="append", default=[], metavar="KEY=VALUE",
-                   help="add a metadata key; VALUE is in GVariant text format")
-    p.add_argument("path", nargs="?", help="directory to commit")
+                   help="add a key/value pair to the commit metadata, VALUE in GVariant text "
+                   "format, e.g. \"uint32 7\" (repeatable)")
+    p.add_argument("path", nargs="?", help="directory to commit (or use --tree=dir=PATH)")
 
-    p = command(sub, "refs", cmd_refs, "List, create or delete refs")
-    p.add_argument("prefix", nargs="?", help="only refs starting with this")
-    p.add_argument("--list", action="store_true", help="list refs (the default)")
-    p.add_argument("--delete", action="store_true", help="delete the refs matching PREFIX")
-    p.add_argument("--create", metavar="NEWREF", help="create NEWREF pointing at PREFIX's commit")
-    p.add_argument("--revision", "-r", action="store_true", help="show the commit of each ref")
+    p = command(sub, "refs", cmd_refs, "List, create or delete refs (branches) of the repository.")
+    p.add_argument("prefix", nargs="?",
+                   help="only refs under this prefix (a ref, a directory of refs, or REMOTE: for "
+                   "all refs of a remote); with --create, the existing ref or commit")
+    p.add_argument("--list", action="store_true",
+                   help="do not remove the prefix from the listed refs")
+    p.add_argument("--delete", action="store_true",
+                   help="delete the refs matching PREFIX, rather than listing them")
+    p.add_argument("--create", metavar="NEWREF",
+                   help="create a new ref NEWREF for the existing commit named by PREFIX")
+    p.add_argument("--revision", "-r", action="store_true",
+                   help="print the commit checksum after each ref")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = command(sub, "rev-parse", cmd_rev_parse, "Output the commit a rev resolves to")
-    p.add_argument("revs", nargs="*", metavar="REV")
+    p = command(sub, "rev-parse", cmd_rev_parse,
+                "Print the commit checksum that each REV (ref, REMOTE:REF, checksum) resolves to.")
+    p.add_argument("revs", nargs="*", metavar="REV",
+                   help="a ref, REMOTE:REF, full or abbreviated commit checksum, or REV^ "
+                   "for its parent")
     p.add_argument("-S", "--single", action="store_true",
                    help="print the only commit of the repository (an error unless exactly one)")
 
-    p = command(sub, "log", cmd_log, "Show the log of a branch")
-    p.add_argument("rev")
+    p = command(sub, "log", cmd_log, "Show the commit history of a branch, newest first.")
+    p.add_argument("rev", metavar="REV", help="the ref or commit to start from")
     p.add_argument("--raw", action="store_true", help="show raw variant data")
 
-    p = command(sub, "show", cmd_show, "Show a commit")
-    p.add_argument("rev")
-    p.add_argument("--print-metadata-key", metavar="KEY")
-    p.add_argument("--print-detached-metadata-key", metavar="KEY")
+    p = command(sub, "show", cmd_show,
+                "Show a commit, or the metadata or file object named by a checksum.")
+    p.add_argument("rev", metavar="REV", help="ref, commit or object checksum to show")
+    p.add_argument("--print-metadata-key", metavar="KEY",
+                   help="print the value of metadata key KEY of the commit")
+    p.add_argument("--print-detached-metadata-key", metavar="KEY",
+                   help="print the value of detached metadata key KEY (e.g. signatures)")
     p.add_argument("--raw", action="store_true", help="show raw variant data")
     p.add_argument("-B", "--no-byteswap", action="store_true",
-                   help="do not convert variant data from big endian")
+                   help="do not automatically convert variant data from big endian")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = command(sub, "ls", cmd_ls, "List files in a commit")
-    p.add_argument("rev")
-    p.add_argument("paths", nargs="*", default=["/"])
-    p.add_argument("-R", "--recursive", action="store_true")
-    p.add_argument("-C", "--checksum", action="store_true", help="show object checksums")
-    p.add_argument("-X", "--xattrs", action="store_true", help="show extended attributes")
-    p.add_argument("-d", "--dironly", action="store_true", help="do not list directory contents")
-    p.add_argument("--nul-filenames-only", action="store_true")
+    p = command(sub, "ls", cmd_ls, "List the files and directories of a commit, like ls -l.")
+    p.add_argument("rev", metavar="REV", help="the ref or commit to list")
+    p.add_argument("paths", nargs="*", default=["/"], metavar="PATH",
+                   help="paths inside the commit to list (default: /)")
+    p.add_argument("-R", "--recursive", action="store_true", help="print directories recursively")
+    p.add_argument("-C", "--checksum", action="store_true",
+                   help="print the checksum of each file (dirtree and dirmeta for directories)")
+    p.add_argument("-X", "--xattrs", action="store_true", help="print extended attributes")
+    p.add_argument("-d", "--dironly", action="store_true",
+                   help="do not recurse into directory arguments")
+    p.add_argument("--nul-filenames-only", action="store_true",
+                   help="print only file names, NUL separated")
 
-    p = command(sub, "cat", cmd_cat, "Print the contents of files in a commit")
-    p.add_argument("rev")
-    p.add_argument("paths", nargs="+")
+    p = command(sub, "cat", cmd_cat, "Print the contents of files in a commit to standard output.")
+    p.add_argument("rev", metavar="REV", help="the ref or commit to read from")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="file paths inside the commit")
 
-    p = command(sub, "checkout", cmd_checkout, "Check out a commit into a directory")
-    p.add_argument("rev")
-    p.add_argument("destination", nargs="?")
+    p = command(sub, "checkout", cmd_checkout,
+                "Check out a commit into a directory on the filesystem.")
+    p.add_argument("rev", metavar="REV", help="the ref or commit to check out")
+    p.add_argument("destination", nargs="?", metavar="DESTINATION",
+                   help="directory to create (default: a directory named after REV)")
     p.add_argument("-U", "--user-mode", action="store_true",
-                   help="do not change file ownership or set xattrs")
-    p.add_argument("--union", action="store_true", help="overwrite existing files")
-    p.add_argument("--subpath", help="check out only this subdirectory or file")
-    p.add_argument("-C", "--force-copy", action="store_true", help="never hardlink")
+                   help="do not change file ownership or initialize extended attributes")
+    p.add_argument("--union", action="store_true",
+                   help="keep existing directories, overwrite existing files")
+    p.add_argument("--subpath",
+                   help="check out only the sub-directory (or file) PATH of the commit")
+    p.add_argument("-C", "--force-copy", action="store_true",
+                   help="never hardlink files from the repository; always copy")
     p.add_argument("-H", "--require-hardlinks", action="store_true",
-                   help="fail if hardlinking is not possible")
+                   help="do not fall back to full copies if hardlinking fails")
 
-    p = command(sub, "fsck", cmd_fsck, "Check the repository for consistency")
+    p = command(sub, "fsck", cmd_fsck,
+                "Check the repository for consistency by verifying the checksum of every object.")
     p.add_argument("--delete", action="store_true", help="remove corrupted objects")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="only print error messages")
 
-    p = command(sub, "prune", cmd_prune, "Delete unreachable objects")
-    p.add_argument("--refs-only", action="store_true", help="only keep what refs reach")
-    p.add_argument("--depth", type=int, default=-1, help="keep only DEPTH parents of each ref")
-    p.add_argument("--no-prune", action="store_true", help="only report what would be deleted")
-    p.add_argument("--delete-commit", metavar="COMMIT", help="delete this commit")
+    p = command(sub, "prune", cmd_prune,
+                "Delete unreachable objects, and with --refs-only or --depth old commits too.")
+    p.add_argument("--refs-only", action="store_true",
+                   help="only keep objects reachable from refs (not from other commits)")
+    p.add_argument("--depth", type=int, default=-1,
+                   help="keep only DEPTH parents of each ref (-1: all)")
+    p.add_argument("--no-prune", action="store_true",
+                   help="only report what would be deleted; delete nothing")
+    p.add_argument("--delete-commit", metavar="COMMIT",
+                   help="delete the commit COMMIT (a ref or checksum)")
 
-    p = command(sub, "config", cmd_config, "Get or set repository configuration")
-    p.add_argument("action", choices=["get", "set", "unset"])
+    p = command(sub, "config", cmd_config,
+                "Get, set or unset a key of the repository's config file.")
+    p.add_argument("action", choices=["get", "set", "unset"],
+                   help="print the value of KEY, set it to VALUE, or remove it")
     p.add_argument("key", help="SECTION.KEY, e.g. core.mode or 'remote \"origin\".url'")
-    p.add_argument("value", nargs="?")
-    p.add_argument("--group", help="the group, when KEY is a plain key")
+    p.add_argument("value", nargs="?", help="the new value (for set)")
+    p.add_argument("--group",
+                   help="the config group (e.g. 'remote \"origin\"'), when KEY is a plain key")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -464,9 +507,11 @@ def cmd_cat(args: argparse.Namespace) -> int:
 def cmd_checkout(args: argparse.Namespace) -> int:
     repo = get_repo(args)
     dest = args.destination or args.rev
-    checkout(repo, args.rev, dest, CheckoutOptions(
-        user_mode=args.user_mode, union=args.union, force_copy=args.force_copy,
-        require_hardlinks=args.require_hardlinks, subpath=args.subpath))
+    with CheckoutProgress() as progress:
+        checkout(repo, args.rev, dest, CheckoutOptions(
+            user_mode=args.user_mode, union=args.union, force_copy=args.force_copy,
+            require_hardlinks=args.require_hardlinks, subpath=args.subpath),
+            progress=progress if progress.enabled else None)
     return 0
 
 

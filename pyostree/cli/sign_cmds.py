@@ -25,31 +25,49 @@ from .common import CommandError, command, get_repo
 
 
 def register(sub: Any) -> None:
-    p = command(sub, "gpg-sign", cmd_gpg_sign, "Sign a commit with GPG")
-    p.add_argument("commit")
-    p.add_argument("key_ids", nargs="+", metavar="KEY-ID")
-    p.add_argument("--gpg-homedir", help="directory of exported secret keys (*.asc, *.gpg)")
-    p.add_argument("-d", "--delete", action="store_true", help="delete signatures by KEY-IDs")
+    p = command(sub, "gpg-sign", cmd_gpg_sign,
+                "Sign a commit with GPG, or delete its GPG signatures.")
+    p.add_argument("commit", metavar="COMMIT", help="the ref or commit to sign")
+    p.add_argument("key_ids", nargs="+", metavar="KEY-ID",
+                   help="GPG key IDs (or fingerprints) to sign with")
+    p.add_argument("--gpg-homedir", metavar="HOMEDIR",
+                   help="GPG home directory with the secret keys, as exported files "
+                   "(*.asc, *.gpg) (default: $GNUPGHOME or ~/.gnupg)")
+    p.add_argument("-d", "--delete", action="store_true",
+                   help="delete signatures having any of the GPG KEY-IDs")
     p.add_argument("--passphrase", help="passphrase of a protected secret key")
 
-    p = command(sub, "sign", cmd_sign, "Sign a commit (ed25519) or verify its signatures")
-    p.add_argument("commit")
-    p.add_argument("keys", nargs="*", metavar="KEY", help="base64 secret (or public) keys")
-    p.add_argument("-s", "--sign-type", default="ed25519", help="signature type (ed25519)")
-    p.add_argument("--keys-file", help="file with one base64 key per line")
-    p.add_argument("--verify", action="store_true", help="verify instead of signing")
+    p = command(sub, "sign", cmd_sign,
+                "Sign a commit with ed25519 keys, or verify its ed25519 signatures.")
+    p.add_argument("commit", metavar="COMMIT", help="the ref or commit to sign or verify")
+    p.add_argument("keys", nargs="*", metavar="KEY",
+                   help="base64 secret keys (public keys with --verify)")
+    p.add_argument("-s", "--sign-type", default="ed25519",
+                   help="signature type to use (default: ed25519, the only one)")
+    p.add_argument("--keys-file", metavar="FILE",
+                   help="read keys from FILE, one base64 key per line")
+    p.add_argument("--verify", action="store_true", help="verify signatures instead of signing")
 
-    p = command(sub, "summary", cmd_summary, "Manage the summary file")
-    p.add_argument("-u", "--update", action="store_true", help="regenerate the summary")
-    p.add_argument("-v", "--view", action="store_true", help="print the summary")
-    p.add_argument("--raw", action="store_true", help="print raw variant data")
-    p.add_argument("--gpg-sign", action="append", default=[], metavar="KEY-ID")
-    p.add_argument("--gpg-homedir")
+    p = command(sub, "summary", cmd_summary,
+                "Regenerate, sign or view the repository's summary file.")
+    p.add_argument("-u", "--update", action="store_true", help="update (regenerate) the summary")
+    p.add_argument("-v", "--view", action="store_true",
+                   help="view the local summary file (the default)")
+    p.add_argument("--raw", action="store_true",
+                   help="view the raw variant data of the summary file")
+    p.add_argument("--gpg-sign", action="append", default=[], metavar="KEY-ID",
+                   help="GPG key ID to sign the summary with (repeatable)")
+    p.add_argument("--gpg-homedir", metavar="HOMEDIR",
+                   help="GPG home directory with the secret keys (default: $GNUPGHOME or "
+                   "~/.gnupg)")
     p.add_argument("--sign", action="append", default=[], metavar="KEY",
-                   help="ed25519 secret key (base64)")
-    p.add_argument("--sign-type", default="ed25519")
-    p.add_argument("--keys-file")
-    p.add_argument("-m", "--add-metadata", action="append", default=[], metavar="KEY=VALUE")
+                   help="base64 ed25519 secret key to sign the summary with (repeatable)")
+    p.add_argument("--sign-type", default="ed25519",
+                   help="signature type to use (default: ed25519, the only one)")
+    p.add_argument("--keys-file", metavar="FILE",
+                   help="read secret keys from FILE, one base64 key per line")
+    p.add_argument("-m", "--add-metadata", action="append", default=[], metavar="KEY=VALUE",
+                   help="additional string metadata field to add to the summary (repeatable)")
 
 
 def cmd_gpg_sign(args: argparse.Namespace) -> int:
