@@ -44,13 +44,34 @@ def boot_id() -> str:
         return "noboot"
 
 
-class ContentWriter:
-    """Streams one content object into the staging area in the repository's own format."""
+class _VerifiedDigest:
+    """Stands in for a :class:`ContentHasher` when the caller has already verified the data."""
 
-    def __init__(self, txn: Transaction, header: FileHeader) -> None:
+    __slots__ = ("_csum",)
+
+    def __init__(self, csum: str) -> None:
+        self._csum = csum
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return self._csum
+
+
+class ContentWriter:
+    """Streams one content object into the staging area in the repository's own format.
+
+    With ``checksum`` the caller vouches that the data it writes hashes to it (the delta
+    executor verifies every object before writing it), so the data is not hashed twice.
+    """
+
+    def __init__(self, txn: Transaction, header: FileHeader, *, checksum: str | None = None
+                 ) -> None:
         self.txn = txn
         self.header = header
-        self.hasher = ContentHasher(header)
+        self.hasher: ContentHasher | _VerifiedDigest = (
+            ContentHasher(header) if checksum is None else _VerifiedDigest(checksum))
         self.size = 0
         mode = txn.repo.mode
         self.path = txn.new_temp_path()
@@ -169,7 +190,9 @@ class Transaction:
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self._lock = threading.Lock()
-        self._staged: dict[tuple[ObjectType, str], str] = {}
+        # The staging directory itself records what is staged (``CSUM.EXT`` files): no
+        # per-object state in memory, which matters for trees of tens of thousands of objects.
+        self._n_staged = 0
         self._counter = 0
         self._lock_cm: contextlib.AbstractContextManager[None] | None = None
         self.staging: Path | None = None
@@ -244,7 +267,7 @@ class Transaction:
         with contextlib.suppress(OSError):
             os.rename(path, dest)
             with self._lock:
-                self._staged[(otype, stem)] = name
+                self._n_staged += 1
 
     def new_temp_path(self) -> Path:
         assert self.staging is not None, "transaction not begun"
@@ -262,16 +285,16 @@ class Transaction:
         except OSError as exc:
             raise os_error(exc, "staging an object") from exc
         with self._lock:
-            self._staged[(objtype, csum)] = name
+            self._n_staged += 1
 
     def has_object(self, objtype: ObjectType, csum: str) -> bool:
-        return (objtype, csum) in self._staged or self.repo.has_object(objtype, csum)
+        return self.repo.has_object(objtype, csum) or self.staged_path(objtype, csum) is not None
 
     def staged_path(self, objtype: ObjectType, csum: str) -> Path | None:
-        name = self._staged.get((objtype, csum))
-        if name is None or self.staging is None:
+        if self.staging is None:
             return None
-        return self.staging / name
+        path = self.staging / f"{csum}.{objtype.extension}"
+        return path if os.path.lexists(path) else None
 
     # -------------------------------------------------------------- writers
 
@@ -299,9 +322,7 @@ class Transaction:
             with contextlib.suppress(OSError):
                 path.unlink()
             raise os_error(exc, f"writing {objtype.extension} object") from exc
-        if objtype is ObjectType.COMMIT_META:
-            # Detached metadata is mutable: it replaces what is there when committed.
-            self._staged.pop((objtype, csum), None)
+        # Detached metadata is mutable: a newer copy replaces the staged one (rename).
         self.stage(path, objtype, csum)
         return csum
 
@@ -336,24 +357,29 @@ class Transaction:
         """Sync the staged objects to disk, then rename them into ``objects/``."""
         assert self.staging is not None
         repo = self.repo
+        count = 0
         try:
-            if self._staged:
+            if self._n_staged:
                 syncfs(self.staging)
             created: set[str] = set()
-            for (objtype, csum), name in list(self._staged.items()):
-                rel = loose_object_path(csum, objtype, archive=repo.mode.is_archive)
-                dest = repo.path / rel
-                prefix = csum[:2]
-                if prefix not in created:
-                    (repo.objects_dir / prefix).mkdir(exist_ok=True)
-                    created.add(prefix)
-                os.rename(self.staging / name, dest)
-            count = len(self._staged)
+            with os.scandir(self.staging) as entries:
+                for entry in entries:
+                    csum, _, ext = entry.name.partition(".")
+                    if not is_checksum(csum):
+                        continue  # .lock, tmp-*
+                    objtype = ObjectType.from_extension(ext)
+                    rel = loose_object_path(csum, objtype, archive=repo.mode.is_archive)
+                    prefix = csum[:2]
+                    if prefix not in created:
+                        (repo.objects_dir / prefix).mkdir(exist_ok=True)
+                        created.add(prefix)
+                    os.rename(entry.path, repo.path / rel)
+                    count += 1
             if count:
                 syncfs(repo.objects_dir)
         except OSError as exc:
             raise os_error(exc, "committing the transaction") from exc
-        self._staged.clear()
+        self._n_staged = 0
         self._finish()
         return count
 
@@ -367,14 +393,14 @@ class Transaction:
                 entry.unlink()
         staging = self.staging
         self._finish()
-        if not keep_staged or not self._staged:
+        if not keep_staged or not self._n_staged:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _finish(self) -> None:
         if self._lock_cm is not None:
             self._lock_cm.__exit__(None, None, None)
             self._lock_cm = None
-        if self.staging is not None and not self._staged:
+        if self.staging is not None and not self._n_staged:
             shutil.rmtree(self.staging, ignore_errors=True)
         self.staging = None
 
