@@ -833,4 +833,4 @@ def test_kill_9_during_deploy_keeps_a_bootable_default(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_kill_9_during_deploy_many_trials(tmp_path: Path) -> None:
-    _run_kill_trials(tmp_path, int(os.environ.get("PYOSTREE_KILL_TRIALS_SLOW", "60")))
+    _run_kill_trials(tmp_path, int(os.environ.get("PYOSTREE_KILL_TRIALS_SLOW", "100")))
