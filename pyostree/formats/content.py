@@ -156,6 +156,12 @@ def parse_file_header(data: bytes) -> tuple[FileHeader, int]:
 
 def parse_ostreemeta(data: bytes) -> tuple[int, int, int, Xattrs]:
     """The ``user.ostreemeta`` xattr: uid, gid, mode, xattrs."""
+    if len(data) == 12:
+        # Fast path for the common shape (no xattrs): exactly three BE u32s is the one
+        # normal-form encoding, so nothing else needs checking.
+        uid, gid, mode = struct.unpack(">III", data)
+        validate_mode(mode)
+        return uid, gid, mode, ()
     uid, gid, mode, xattrs = gv.decode(OSTREEMETA_TYPE, data)
     mode = gv.swap32(mode)
     validate_mode(mode)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import stat
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -194,6 +195,11 @@ class DirMeta:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DirMeta:
+        if len(data) == 12:  # no xattrs: three BE u32s, the only normal form of that size
+            uid, gid, mode = struct.unpack(">III", data)
+            if not stat.S_ISDIR(mode) or mode & ~(stat.S_IFDIR | 0o7777):
+                raise FormatError(f"invalid directory mode {mode:o}")
+            return cls(uid, gid, mode, ())
         uid, gid, mode, xattrs = gv.decode(DIRMETA_TYPE, data)
         mode = gv.swap32(mode)
         if not stat.S_ISDIR(mode) or mode & ~(stat.S_IFDIR | 0o7777):
