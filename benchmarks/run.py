@@ -242,7 +242,12 @@ class Harness:
 
     def env(self, scenario: Scenario) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("OSTREE_", "GNUPGHOME", "PYTHONPATH"))}
+               if not k.startswith(("OSTREE_", "GNUPGHOME", "PYTHONPATH",
+                                    "PYTHONDONTWRITEBYTECODE"))}
+        # An installed pyostree runs from compiled bytecode; some environments forbid
+        # writing it next to the sources, so keep it in the work directory (the warm-up
+        # round fills it) instead of recompiling the package in every measured run.
+        env["PYTHONPYCACHEPREFIX"] = str(self.runs_dir.parent / "pycache")
         env["PYTHONPATH"] = os.pathsep.join(
             [str(PROJECT_ROOT)] + ([os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ
                                    else []))
