@@ -53,6 +53,9 @@ def _report(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
+    from ..fileio import limit_malloc_arenas
+
+    limit_malloc_arenas()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
