@@ -300,7 +300,7 @@ class _Puller:
         self.txn: Transaction | None = None
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyostree-write")
         self.queue: asyncio.Queue[tuple[int, ObjectType, str, int]] = asyncio.Queue()
-        self.queued: set[tuple[ObjectType, str]] = set()
+        self.queued: set[str] = set()
         self.error: BaseException | None = None
         self.sizes: dict[str, tuple[int, int]] = {}
         self.signatures: list[str] = []
@@ -577,10 +577,10 @@ class _Puller:
     # ---------------------------------------------------------------- the object walk
 
     def enqueue(self, objtype: ObjectType, csum: str, priority: int = 1, size: int = 0) -> None:
-        key = (objtype, csum)
-        if key in self.queued:
+        # Checksums alone identify objects: distinct object types never share one.
+        if csum in self.queued:
             return
-        self.queued.add(key)
+        self.queued.add(csum)
         self.stats.requested += 1
         self.queue.put_nowait((priority, objtype, csum, size))
 
