@@ -6,6 +6,10 @@ compared with the part's object list *before* it is handed to the target, so a t
 ever receives verified objects.  Regular files assembled by ops are written to
 ``target.temp_file()`` while they are hashed, never held whole in memory.
 
+A payload is either in memory (:func:`execute_part`) or in a file (:func:`execute_payload_file`,
+where only the framing has been parsed): then blob ranges are read with ``os.pread`` as the ops
+need them, large objects in 1 MiB pieces, and the op stream through a small window.
+
 Every offset and length is checked: blob slices against the blob, reads from a source object
 against its size, writes against the declared file size, the total against the header's
 ``usize``, table indices against the tables and the entry index against the object list.
@@ -14,10 +18,14 @@ Each op consumes at least one byte of the op stream, so the loop is bounded by i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import mmap
+import os
 import stat
-from typing import BinaryIO, Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import attrs
 
@@ -35,12 +43,28 @@ from .formats.delta import (
     OP_WRITE,
     PartHeader,
     PartPayload,
+    PayloadLayout,
 )
 from .formats.varint import decode_varint
 
-__all__ = ["ContentMeta", "DeltaTarget", "content_checksum_header", "execute_part"]
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
-_CHUNK = 64 * 1024
+__all__ = [
+    "ContentMeta",
+    "DeltaTarget",
+    "content_checksum_header",
+    "execute_part",
+    "execute_payload_file",
+]
+
+_CHUNK = 1024 * 1024  # largest piece of a blob or source read at once
+_OPS_WINDOW = 64 * 1024  # op stream bytes read at once from a payload file
+_MAX_OP_BYTES = 64  # an op is at most 1 + 4 * 10 bytes (opcode, four 10-byte varints)
+_PATCH_IN_MEMORY = 4 * 1024 * 1024  # larger bsdiff patches are mapped, not copied
+# Largest metadata object a part may carry (the cap of the object path, and of libostree).
+_MAX_METADATA_OBJECT = 10 * 1024 * 1024
+_MAX_SYMLINK_TARGET = 64 * 1024  # far above PATH_MAX
 _MODE_BITS = 0o177777  # file type + permission/setuid/setgid/sticky bits
 
 
@@ -119,11 +143,12 @@ class DeltaTarget(Protocol):
 
 
 class _BlobReader(io.RawIOBase):
-    """A read-only, seekable file over a slice of the blob (no copy)."""
+    """A read-only, seekable file over ``length`` bytes at ``start`` of a blob (no copy)."""
 
-    def __init__(self, view: memoryview) -> None:
+    def __init__(self, read_into: Callable[[memoryview, int], int], length: int) -> None:
         super().__init__()
-        self._view = view
+        self._read_into = read_into
+        self._length = length
         self._pos = 0
 
     def readable(self) -> bool:
@@ -134,15 +159,15 @@ class _BlobReader(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         target = memoryview(buffer).cast("B")
-        n = min(len(target), len(self._view) - self._pos)
+        n = min(len(target), self._length - self._pos)
         if n <= 0:
             return 0
-        target[:n] = self._view[self._pos : self._pos + n]
-        self._pos += n
-        return n
+        got = self._read_into(target[:n], self._pos)
+        self._pos += got
+        return got
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
         if base + offset < 0:
             raise ValueError("negative seek position")
         self._pos = base + offset
@@ -152,16 +177,136 @@ class _BlobReader(io.RawIOBase):
         return self._pos
 
 
+class _MemoryBlob:
+    """The blob of a payload held in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self.size = len(data)
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        return self._view[offset : offset + length]
+
+    def reader(self, offset: int, length: int) -> BinaryIO:
+        view = self._view[offset : offset + length]
+
+        def read_into(buffer: memoryview, pos: int) -> int:
+            n = len(buffer)
+            buffer[:] = view[pos : pos + n]
+            return n
+
+        return io.BufferedReader(_BlobReader(read_into, length))
+
+    @contextlib.contextmanager
+    def view(self, offset: int, length: int) -> Iterator[memoryview]:
+        yield self._view[offset : offset + length]
+
+
+class _FileBlob:
+    """The blob of a payload kept in a file, read range by range with ``os.pread``."""
+
+    def __init__(self, fd: int, base: int, size: int) -> None:
+        self._fd = fd
+        self._base = base
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, self._base + offset)
+        while len(data) < length:  # a short read only happens at the end of the file
+            more = os.pread(self._fd, length - len(data), self._base + offset + len(data))
+            if not more:
+                raise FormatError("delta part payload file is shorter than its blob")
+            data += more
+        return data
+
+    def reader(self, offset: int, length: int) -> BinaryIO:
+        start = self._base + offset
+
+        def read_into(buffer: memoryview, pos: int) -> int:
+            n = os.preadv(self._fd, [buffer], start + pos)
+            if n <= 0:
+                raise FormatError("delta part payload file is shorter than its blob")
+            return n
+
+        return io.BufferedReader(_BlobReader(read_into, length), buffer_size=_CHUNK)
+
+    @contextlib.contextmanager
+    def view(self, offset: int, length: int) -> Iterator[memoryview]:
+        """A bytes-like view of a range: a copy if small, else a read-only mapping."""
+        if length <= _PATCH_IN_MEMORY:
+            yield memoryview(self.read(offset, length))
+            return
+        start = self._base + offset
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        mapping = mmap.mmap(
+            self._fd, start + length - aligned, offset=aligned, access=mmap.ACCESS_READ
+        )
+        try:
+            with memoryview(mapping) as whole:
+                yield whole[start - aligned :]
+        finally:
+            # Views that escaped (a traceback) keep the mapping alive until they are freed.
+            with contextlib.suppress(BufferError):
+                mapping.close()
+
+
+_Blob = _MemoryBlob | _FileBlob
+
+
+class _OpStream:
+    """The op stream, held whole or read from a file through a small window."""
+
+    def __init__(self, data: bytes, size: int, read_at: Callable[[int, int], bytes]) -> None:
+        self._buf = data
+        self._start = 0  # stream offset of _buf[0]
+        self.pos = 0  # index into _buf
+        self._size = size
+        self._read_at = read_at
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> _OpStream:
+        return cls(data, len(data), lambda _offset, _n: b"")
+
+    @property
+    def offset(self) -> int:
+        return self._start + self.pos
+
+    def more(self) -> bool:
+        """True if an op follows; then the window holds all of it (at most 41 bytes)."""
+        buf = self._buf
+        if len(buf) - self.pos < _MAX_OP_BYTES:
+            loaded = self._start + len(buf)
+            if loaded < self._size:
+                chunk = self._read_at(loaded, min(_OPS_WINDOW, self._size - loaded))
+                if not chunk:
+                    raise FormatError("delta part payload file is shorter than its ops")
+                self._buf = buf[self.pos :] + chunk
+                self._start += self.pos
+                self.pos = 0
+        return self.pos < len(self._buf)
+
+    def opcode(self) -> int:
+        code = self._buf[self.pos]
+        self.pos += 1
+        return code
+
+    def arg(self) -> int:
+        value, self.pos = decode_varint(self._buf, self.pos)
+        return value
+
+
 class _OpenFile:
     """A regular file being assembled by o/w/B ops, hashed as it is written."""
 
-    def __init__(self, csum: str, meta: ContentMeta, skip: bool, target: DeltaTarget) -> None:
+    def __init__(
+        self, csum: str, meta: ContentMeta, hasher: _Hash, skip: bool, target: DeltaTarget
+    ) -> None:
         self.csum = csum
         self.meta = meta
         self.size = meta.size
         self.written = 0
         self.skip = skip
-        self.hasher = hashlib.sha256(content_checksum_header(meta))
+        self.hasher = hasher
         self.tmp: BinaryIO | None = None if skip else target.temp_file()
 
     def room(self, length: int) -> None:
@@ -170,7 +315,7 @@ class _OpenFile:
                 f"delta writes past the declared size {self.size} of object {self.csum}"
             )
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.room(len(data))
         self.written += len(data)
         if self.tmp is not None:
@@ -192,14 +337,25 @@ def _checked_digest(csum: str, actual: str) -> None:
         )
 
 
+_Kind = tuple[ContentMeta, "_Hash | None"]
+
+
 class _Executor:
-    def __init__(self, payload: PartPayload, header: PartHeader, target: DeltaTarget) -> None:
-        self.payload = payload
+    def __init__(
+        self,
+        modes: tuple[tuple[int, int, int], ...],
+        xattrs: tuple[tuple[tuple[bytes, bytes], ...], ...],
+        blob: _Blob,
+        ops: _OpStream,
+        header: PartHeader,
+        target: DeltaTarget,
+    ) -> None:
+        self.modes = modes
+        self.xattrs = xattrs
+        self.blob = blob
+        self.ops = ops
         self.header = header
         self.target = target
-        self.blob = memoryview(payload.blob)
-        self.ops = payload.ops
-        self.pos = 0
         self.entry = 0
         self.written = 0
         self.produced = 0
@@ -207,19 +363,29 @@ class _Executor:
         self.source_csum: str | None = None
         self.source: BinaryIO | None = None
         self.source_size = 0
+        # (mode index, xattr index) → metadata without size, and for regular files the sha256
+        # state after the checksum header (copied per object instead of re-encoding it).
+        self.kinds: dict[tuple[int, int], _Kind] = {}
 
     # -- helpers
 
     def arg(self) -> int:
-        value, self.pos = decode_varint(self.ops, self.pos)
-        return value
+        return self.ops.arg()
 
-    def blob_slice(self, offset: int, length: int) -> memoryview:
-        if offset + length > len(self.blob):
+    def check_blob(self, offset: int, length: int) -> None:
+        if offset + length > self.blob.size:
             raise FormatError(
-                f"delta op references blob bytes {offset}+{length} beyond its size {len(self.blob)}"
+                f"delta op references blob bytes {offset}+{length} beyond its size {self.blob.size}"
             )
-        return self.blob[offset : offset + length]
+
+    def blob_slice(self, offset: int, length: int) -> bytes | memoryview:
+        self.check_blob(offset, length)
+        return self.blob.read(offset, length)
+
+    def blob_chunks(self, offset: int, length: int) -> Iterator[bytes | memoryview]:
+        self.check_blob(offset, length)
+        for start in range(0, length, _CHUNK):
+            yield self.blob.read(offset + start, min(_CHUNK, length - start))
 
     def current(self) -> tuple[int, str]:
         if self.entry >= len(self.header.objects):
@@ -233,19 +399,25 @@ class _Executor:
                 f"delta part produces more than its declared {self.header.usize} bytes"
             )
 
-    def meta(self, mode_idx: int, xattr_idx: int, size: int) -> ContentMeta:
-        if mode_idx >= len(self.payload.modes):
+    def kind(self, mode_idx: int, xattr_idx: int) -> _Kind:
+        kind = self.kinds.get((mode_idx, xattr_idx))
+        if kind is not None:
+            return kind
+        if mode_idx >= len(self.modes):
             raise FormatError(f"delta mode index {mode_idx} out of range")
-        if xattr_idx >= len(self.payload.xattrs):
+        if xattr_idx >= len(self.xattrs):
             raise FormatError(f"delta xattr index {xattr_idx} out of range")
-        uid, gid, mode = self.payload.modes[mode_idx]
+        uid, gid, mode = self.modes[mode_idx]
         if mode & ~_MODE_BITS or not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
             raise FormatError(f"delta content object has invalid mode {mode:#o}")
-        xattrs = self.payload.xattrs[xattr_idx]
+        xattrs = self.xattrs[xattr_idx]
         names = [name for name, _value in xattrs]
         if len(set(names)) != len(names):
             raise FormatError("delta xattr list has duplicate names")
-        return ContentMeta(uid=uid, gid=gid, mode=mode, xattrs=tuple(sorted(xattrs)), size=size)
+        meta = ContentMeta(uid=uid, gid=gid, mode=mode, xattrs=tuple(sorted(xattrs)))
+        hasher = None if meta.is_symlink else hashlib.sha256(content_checksum_header(meta))
+        kind = self.kinds[(mode_idx, xattr_idx)] = (meta, hasher)
+        return kind
 
     def close_source(self) -> None:
         if self.source is not None:
@@ -273,33 +445,56 @@ class _Executor:
             raise FormatError("delta splice op while a file is open")
         objtype, csum = self.current()
         if objtype != OBJ_FILE:
-            length, offset = self.arg(), self.arg()
-            data = self.blob_slice(offset, length)
-            self.account(length)
-            if not self.target.has_object(objtype, csum):
-                _checked_digest(csum, hashlib.sha256(data).hexdigest())
-                self.target.write_metadata_object(objtype, csum, bytes(data))
-                self.written += 1
+            self.splice_metadata(objtype, csum)
         else:
-            mode_idx, xattr_idx, size, offset = self.arg(), self.arg(), self.arg(), self.arg()
-            data = self.blob_slice(offset, size)
-            meta = self.meta(mode_idx, xattr_idx, size)
-            if meta.is_symlink:
-                meta = attrs.evolve(meta, size=0, symlink_target=_symlink_target(data))
-            else:
-                self.account(size)
-            if not self.target.has_object(OBJ_FILE, csum):
-                hasher = hashlib.sha256(content_checksum_header(meta))
-                if not meta.is_symlink:
-                    hasher.update(data)
-                _checked_digest(csum, hasher.hexdigest())
-                if meta.is_symlink:
-                    self.target.write_content_object(csum, meta, None)
-                else:
-                    with io.BufferedReader(_BlobReader(data)) as reader:
-                        self.target.write_content_object(csum, meta, reader)
-                self.written += 1
+            self.splice_content(csum)
         self.entry += 1
+
+    def splice_metadata(self, objtype: int, csum: str) -> None:
+        length, offset = self.arg(), self.arg()
+        self.check_blob(offset, length)
+        if length > _MAX_METADATA_OBJECT:
+            raise FormatError(f"delta metadata object {csum} has {length} bytes, too many")
+        self.account(length)
+        if self.target.has_object(objtype, csum):
+            return
+        data = bytes(self.blob.read(offset, length))
+        _checked_digest(csum, hashlib.sha256(data).hexdigest())
+        self.target.write_metadata_object(objtype, csum, data)
+        self.written += 1
+
+    def splice_content(self, csum: str) -> None:
+        mode_idx, xattr_idx, size, offset = self.arg(), self.arg(), self.arg(), self.arg()
+        self.check_blob(offset, size)
+        meta, prefix = self.kind(mode_idx, xattr_idx)
+        if prefix is None:  # a symlink: the blob holds its target
+            if size > _MAX_SYMLINK_TARGET:
+                raise FormatError(f"delta symlink target of {size} bytes is too long")
+            meta = attrs.evolve(meta, symlink_target=_symlink_target(self.blob.read(offset, size)))
+            if self.target.has_object(OBJ_FILE, csum):
+                return
+            _checked_digest(csum, hashlib.sha256(content_checksum_header(meta)).hexdigest())
+            self.target.write_content_object(csum, meta, None)
+            self.written += 1
+            return
+        self.account(size)
+        if self.target.has_object(OBJ_FILE, csum):
+            return
+        meta = attrs.evolve(meta, size=size)
+        hasher = prefix.copy()
+        if size <= _CHUNK:
+            data = self.blob.read(offset, size)
+            hasher.update(data)
+            _checked_digest(csum, hasher.hexdigest())
+            with io.BytesIO(data) as reader:
+                self.target.write_content_object(csum, meta, reader)
+        else:  # hash it piece by piece, then let the target read it the same way
+            for chunk in self.blob_chunks(offset, size):
+                hasher.update(chunk)
+            _checked_digest(csum, hasher.hexdigest())
+            with self.blob.reader(offset, size) as reader:
+                self.target.write_content_object(csum, meta, reader)
+        self.written += 1
 
     def op_open(self) -> None:
         if self.file is not None:
@@ -308,24 +503,24 @@ class _Executor:
         if objtype != OBJ_FILE:
             raise FormatError("delta open op on a metadata object")
         mode_idx, xattr_idx, size = self.arg(), self.arg(), self.arg()
-        meta = self.meta(mode_idx, xattr_idx, size)
-        if not stat.S_ISREG(meta.mode):
+        meta, prefix = self.kind(mode_idx, xattr_idx)
+        if prefix is None:
             raise FormatError("delta open op for something that is not a regular file")
         self.account(size)
         skip = self.target.has_object(OBJ_FILE, csum)
-        self.file = _OpenFile(csum, meta, skip, self.target)
+        self.file = _OpenFile(csum, attrs.evolve(meta, size=size), prefix.copy(), skip, self.target)
 
     def op_write(self) -> None:
         length, offset = self.arg(), self.arg()
         file = self.open_file()
         file.room(length)
         if self.source_csum is None:
-            data = self.blob_slice(offset, length)
+            self.check_blob(offset, length)
             if file.skip:
                 file.written += length
                 return
-            for start in range(0, length, _CHUNK):
-                file.write(bytes(data[start : start + _CHUNK]))
+            for chunk in self.blob_chunks(offset, length):
+                file.write(chunk)
             return
         if file.skip:
             file.written += length
@@ -371,7 +566,7 @@ class _Executor:
 
     def op_bspatch(self) -> None:
         offset, length = self.arg(), self.arg()
-        patch = self.blob_slice(offset, length)
+        self.check_blob(offset, length)
         file = self.open_file()
         if file.written:
             raise FormatError("delta bspatch op on a file that already has data")
@@ -380,7 +575,8 @@ class _Executor:
         if file.skip:
             file.written = file.size
             return
-        bspatch(self.open_source(), patch, file.size, file.write)
+        with self.blob.view(offset, length) as patch:
+            bspatch(self.open_source(), patch, file.size, file.write)
 
     def run(self) -> int:
         if not self.header.objects:
@@ -394,13 +590,15 @@ class _Executor:
             OP_CLOSE: self.op_close,
             OP_BSPATCH: self.op_bspatch,
         }
+        ops = self.ops
         try:
-            while self.pos < len(self.ops):
-                opcode = self.ops[self.pos]
+            while ops.more():
+                opcode = ops.opcode()
                 handler = dispatch.get(opcode)
                 if handler is None:
-                    raise FormatError(f"unknown delta opcode {opcode:#x} at offset {self.pos}")
-                self.pos += 1
+                    raise FormatError(
+                        f"unknown delta opcode {opcode:#x} at offset {ops.offset - 1}"
+                    )
                 handler()
             if self.file is not None:
                 raise FormatError("delta part ended with a file still open")
@@ -415,7 +613,7 @@ class _Executor:
         return self.written
 
 
-def _symlink_target(data: memoryview) -> str:
+def _symlink_target(data: bytes | memoryview) -> str:
     raw = bytes(data)
     if not raw or b"\0" in raw:
         raise FormatError("delta symlink target is empty or contains NUL")
@@ -432,4 +630,27 @@ def execute_part(payload: PartPayload, header: PartHeader, target: DeltaTarget) 
     :class:`FormatError` for malformed or out-of-bounds ops and :class:`ChecksumError` when a
     rebuilt object does not match its name in the part's object list.
     """
-    return _Executor(payload, header, target).run()
+    blob = _MemoryBlob(payload.blob)
+    ops = _OpStream.from_bytes(payload.ops)
+    return _Executor(payload.modes, payload.xattrs, blob, ops, header, target).run()
+
+
+def execute_payload_file(
+    file: BinaryIO, layout: PayloadLayout, header: PartHeader, target: DeltaTarget
+) -> int:
+    """:func:`execute_part` for a payload in ``file`` (from offset 0) with the given layout.
+
+    The blob and the op stream are read from the file as the ops need them; the file must
+    not change meanwhile.
+    """
+    fd = file.fileno()
+    if os.fstat(fd).st_size < layout.size:
+        raise FormatError("delta part payload file is shorter than its layout")
+    blob = _FileBlob(fd, layout.blob_offset, layout.blob_size)
+    ops_base = layout.ops_offset
+
+    def read_ops(offset: int, n: int) -> bytes:
+        return os.pread(fd, n, ops_base + offset)
+
+    ops = _OpStream(b"", layout.ops_size, read_ops)
+    return _Executor(layout.modes, layout.xattrs, blob, ops, header, target).run()

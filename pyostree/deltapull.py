@@ -13,12 +13,14 @@ import contextlib
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .core import ObjectType
-from .deltas import execute_part_file, part_objects_present, read_superblock
+from .deltas import UnpackedPart, part_objects_present, read_superblock, unpack_part
 from .errors import ChecksumError, FormatError, RepoError, SignatureError
+from .fileio import os_error
 from .formats.delta import (
     DeltaSuperblock,
     PartHeader,
@@ -33,6 +35,8 @@ from .formats.summary import DeltaIndex
 if TYPE_CHECKING:
     from .formats.objects import Commit
     from .pull import PullResult, _Puller
+
+_T = TypeVar("_T")
 
 
 async def _available_deltas(p: _Puller, to_csum: str) -> dict[str, str] | None:
@@ -167,29 +171,61 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
     need = sum(h.usize for h in sb.parts)
     if free is not None and need > free:
         raise RepoError(f"static delta {name} needs {need} bytes, only {free} free")
-    sem = asyncio.Semaphore(2)
+    # A pipeline: up to two parts download while one part is decompressed (in a worker thread)
+    # and the part before it executes (in the other).  Only one xz dictionary (up to 32 MiB)
+    # is alive at a time, and at most one decompressed part waits for the executor.
+    downloads = asyncio.Semaphore(2)
+    unpacking = asyncio.Lock()
+    executing = asyncio.Lock()
+
+    def unpack_file(path: Path, header: PartHeader) -> UnpackedPart:
+        with open(path, "rb") as fh:
+            return unpack_part(txn, fh, header)
+
+    def execute_and_close(part: UnpackedPart) -> None:
+        with part:
+            part.execute(txn)
+
+    async def in_worker(fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` in the pool; when cancelled, wait for it first: it writes into the
+        transaction, which must not be torn down under it."""
+        fut = loop.run_in_executor(p.pool, fn)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait([fut])
+            if not fut.cancelled() and fut.exception() is None:
+                result = fut.result()
+                if isinstance(result, UnpackedPart):
+                    result.close()
+            raise
 
     async def one(i: int, header: PartHeader) -> None:
         if part_objects_present(txn, header):
             return
         inline = sb.inline_part(i)
-        if inline is not None:
-            await loop.run_in_executor(p.pool, lambda: execute_part_file(
-                txn, inline, header, inline=True))
-            return
-        path = cache.path(header)
-        async with sem:
-            if not cache.valid(header):
-                await _download_part(p, delta_part_path(frm, to, i), path, header)
+        if inline is None:
+            path = cache.path(header)
+            async with downloads:
+                if not await loop.run_in_executor(p.pool, cache.valid, header):
+                    await _download_part(p, delta_part_path(frm, to, i), path, header)
             p.stats.delta_parts += 1
             p.stats.delta_bytes += header.size
             p.stats.bytes += header.size
-
-            def run() -> None:
-                with open(path, "rb") as fh:
-                    execute_part_file(txn, fh, header)
-
-            await loop.run_in_executor(p.pool, run)
+        async with unpacking:
+            if inline is None:
+                part = await in_worker(lambda: unpack_file(path, header))
+            else:
+                part = await in_worker(lambda: unpack_part(txn, inline, header, inline=True))
+            try:
+                await executing.acquire()
+            except BaseException:
+                part.close()
+                raise
+        try:
+            await in_worker(lambda: execute_and_close(part))
+        finally:
+            executing.release()
 
     for fb in sb.fallbacks:
         p.sizes[fb.checksum] = (fb.compressed_size, fb.uncompressed_size)
@@ -224,13 +260,20 @@ async def _download_part(p: _Puller, rel: str, path: Path, header: PartHeader) -
                 fh.truncate()
 
             def write(chunk: bytes) -> None:
-                fh.write(chunk)
+                try:
+                    fh.write(chunk)
+                except OSError as exc:
+                    raise os_error(exc, "writing a delta part") from exc
 
             await p.fetcher.fetch_stream(p._urls(rel, meta=False), write,
                                          max_size=header.size, restart=restart)
-        fh.close()
+        try:
+            fh.close()
+        except OSError as exc:
+            raise os_error(exc, "writing a delta part") from exc
     except BaseException:
-        fh.close()
+        with contextlib.suppress(OSError):
+            fh.close()
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -16,9 +17,9 @@ from typing import IO, BinaryIO, cast
 import attrs
 
 from .core import ObjectType
-from .deltaexec import ContentMeta, execute_part
-from .errors import FormatError, ObjectNotFoundError, RepoError
-from .fileio import atomic_write
+from .deltaexec import ContentMeta, execute_payload_file
+from .errors import ChecksumError, FormatError, ObjectNotFoundError, RepoError
+from .fileio import atomic_write, os_error
 from .formats.content import FileHeader
 from .formats.delta import (
     OBJ_FILE,
@@ -26,17 +27,21 @@ from .formats.delta import (
     Fallback,
     PartBuilder,
     PartHeader,
+    PayloadLayout,
+    decompress_part_into,
     delta_dir,
-    open_part,
     parse_delta_name,
+    part_payload_limit,
     unwrap_signed_superblock,
 )
 from .formats.objects import parse_metadata
 from .maintenance import walk_commit
 from .repo import Repo
-from .transaction import Transaction
+from .transaction import ContentWriter, Transaction
 
 _CHUNK = 256 * 1024
+_PART_READ = 256 * 1024
+_SPOOL_MAX = 1024 * 1024
 MB = 1_000_000
 
 
@@ -67,14 +72,23 @@ class RepoDeltaTarget:
     def write_content_object(self, csum: str, meta: ContentMeta, data: BinaryIO | None) -> None:
         header = FileHeader(meta.uid, meta.gid, meta.mode, meta.symlink_target,
                             tuple(sorted(meta.xattrs)), meta.size)
-        if data is None:
-            self.txn.write_content(header, (), csum)
-            return
-        self.txn.write_content(header, iter(lambda: data.read(_CHUNK), b""), csum)
+        # The executor verified the checksum: stage the data without hashing it again.
+        writer = ContentWriter(self.txn, header, checksum=csum)
+        try:
+            if data is not None:
+                while chunk := data.read(_CHUNK):
+                    writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.finish(csum)
 
     def temp_file(self) -> BinaryIO:
+        # Files the executor assembles are mostly small: keep those in memory (no file to
+        # create), and spill to an unnamed staging file past 1 MiB.
         staging = self.txn.staging
-        return cast(BinaryIO, tempfile.TemporaryFile(dir=staging))
+        return cast(BinaryIO, tempfile.SpooledTemporaryFile(
+            _SPOOL_MAX, dir=None if staging is None else str(staging)))
 
 
 def read_superblock(data: bytes) -> tuple[DeltaSuperblock, dict[str, tuple[bytes, ...]]]:
@@ -90,11 +104,89 @@ def part_objects_present(txn: Transaction, header: PartHeader) -> bool:
     return all(txn.has_object(ObjectType(t), c) for t, c in header.objects)
 
 
+@attrs.frozen
+class UnpackedPart:
+    """A verified part decompressed into an unnamed staging file, ready to execute."""
+
+    header: PartHeader
+    file: BinaryIO
+    layout: PayloadLayout
+
+    def execute(self, txn: Transaction) -> int:
+        """Run the part's ops into ``txn``; returns how many objects were written."""
+        try:
+            return execute_payload_file(self.file, self.layout, self.header,
+                                        RepoDeltaTarget(txn))
+        except OSError as exc:
+            raise os_error(exc, "executing a delta part") from exc
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> UnpackedPart:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _check_part_file(source: IO[bytes], header: PartHeader) -> None:
+    """Size and sha256 of a part file against its header, reading no more than it claims."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(min(_PART_READ, header.size + 1 - size)):
+        size += len(chunk)
+        digest.update(chunk)
+        if size > header.size:
+            break
+    actual = digest.hexdigest()
+    if size != header.size or actual != header.checksum:
+        raise ChecksumError(
+            f"delta part checksum mismatch (size {size}, header says {header.size})",
+            expected=header.checksum, actual=actual)
+
+
+def unpack_part(txn: Transaction, source: bytes | IO[bytes], header: PartHeader, *,
+                inline: bool = False) -> UnpackedPart:
+    """Check a part file (unless inline), then decompress it under a hard cap into an
+    unnamed file in the staging directory and parse its framing.
+
+    Nothing is decompressed before the size and sha256 match the header, and the payload
+    never sits in memory whole (only the xz dictionary and the small tables do).
+    """
+    if isinstance(source, bytes):
+        if not inline:
+            _check_part_file(io.BytesIO(source), header)
+    else:
+        start = source.tell() if source.seekable() else 0  # read twice: must be seekable
+        if not inline:
+            _check_part_file(source, header)
+        source.seek(start)
+    try:
+        out = cast(BinaryIO, tempfile.TemporaryFile(dir=txn.staging))  # noqa: SIM115
+    except OSError as exc:
+        raise os_error(exc, "unpacking a delta part") from exc
+    try:
+        size = decompress_part_into(source, out.write, max_output=part_payload_limit(header))
+        out.flush()
+        fd = out.fileno()
+        layout = PayloadLayout.parse(size, lambda offset, n: os.pread(fd, n, offset),
+                                     max_entries=len(header.objects))
+    except BaseException as exc:
+        out.close()
+        if isinstance(exc, OSError):
+            raise os_error(exc, "unpacking a delta part") from exc
+        raise
+    return UnpackedPart(header, out, layout)
+
+
 def execute_part_file(txn: Transaction, source: bytes | IO[bytes], header: PartHeader, *,
                       inline: bool = False) -> int:
     """Verify (unless inline), decompress under a cap and execute one part."""
-    payload = open_part(cast(bytes, source), header, verify_checksum=not inline)
-    return execute_part(payload, header, RepoDeltaTarget(txn))
+    if not header.objects:
+        return 0  # libostree skips empty parts without looking at them
+    with unpack_part(txn, source, header, inline=inline) as part:
+        return part.execute(txn)
 
 
 def stage_commit(txn: Transaction, sb: DeltaSuperblock) -> None:

@@ -24,10 +24,14 @@ _libc: ctypes.CDLL | None = None
 def _get_libc() -> ctypes.CDLL | None:
     global _libc
     if _libc is None:
-        name = ctypes.util.find_library("c")
-        if name:
-            with contextlib.suppress(OSError):
-                _libc = ctypes.CDLL(name, use_errno=True)
+        # libc.so.6 first: find_library() runs ldconfig in a subprocess.
+        with contextlib.suppress(OSError):
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if _libc is None:
+            name = ctypes.util.find_library("c")
+            if name:
+                with contextlib.suppress(OSError):
+                    _libc = ctypes.CDLL(name, use_errno=True)
     return _libc
 
 

@@ -8,18 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import gvariant as gv
-from .. import sign
 from ..core import ObjectType
 from ..formats.objects import parse_metadata
 from ..formats.summary import Summary
 from ..gvtext import format_variant
-from ..signing import (
-    delete_gpg_signatures,
-    gpg_sign_commit,
-    load_gpg_secret,
-    regenerate_summary,
-    sign_commit,
-)
 from ..verify import ED25519_KEY, GPG_KEY
 from .common import CommandError, command, get_repo
 
@@ -71,6 +63,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_gpg_sign(args: argparse.Namespace) -> int:
+    from ..signing import delete_gpg_signatures, gpg_sign_commit, load_gpg_secret
+
     repo = get_repo(args)
     csum = repo.resolve_rev(args.commit)
     assert csum is not None
@@ -84,6 +78,8 @@ def cmd_gpg_sign(args: argparse.Namespace) -> int:
 
 
 def _ed25519_keys(args: argparse.Namespace, public: bool) -> list[bytes]:
+    from .. import sign  # cryptography loads only for commands that sign
+
     if args.sign_type != "ed25519":
         raise CommandError(f"signature type {args.sign_type!r} is not implemented")
     texts = list(getattr(args, "keys", []) or getattr(args, "sign", []))
@@ -96,6 +92,9 @@ def _ed25519_keys(args: argparse.Namespace, public: bool) -> list[bytes]:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    from .. import sign
+    from ..signing import sign_commit
+
     repo = get_repo(args)
     csum = repo.resolve_rev(args.commit)
     assert csum is not None
@@ -121,6 +120,8 @@ def _metadata_args(items: list[str]) -> dict[str, gv.Variant]:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ..signing import load_gpg_secret, regenerate_summary
+
     repo = get_repo(args)
     if args.update:
         gpg_keys = [load_gpg_secret(args.gpg_homedir, k) for k in args.gpg_sign]

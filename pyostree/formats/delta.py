@@ -7,7 +7,9 @@ normal-form bytes back (``from_bytes(x).to_bytes() == x``).
 
 Part files are ``(yay)``: a compression byte (``0`` none, ``'x'`` xz) and the payload.  They are
 decompressed under a hard output cap (:func:`part_payload_limit`), so an xz bomb raises
-:class:`FormatError` long before memory runs out.
+:class:`FormatError` long before memory runs out.  :func:`decompress_part_into` streams the
+payload out in bounded pieces, and :meth:`PayloadLayout.parse` reads only a payload's framing
+and small tables through a ``read_at(offset, n)`` callable, so the (large) blob can stay on disk.
 
 Integer byte order: the superblock timestamp and the payload mode table are always big-endian;
 part-header and fallback numbers follow the superblock's ``ostree.endianness`` (``'l'``/``'B'``),
@@ -37,6 +39,7 @@ __all__ = [
     "COMPRESSION_XZ",
     "ENDIANNESS_KEY",
     "FALLBACK_TYPE",
+    "MAX_PAYLOAD_TABLES",
     "OBJ_COMMIT",
     "OBJ_DIRMETA",
     "OBJ_DIRTREE",
@@ -60,8 +63,10 @@ __all__ = [
     "PartHeader",
     "PartPayload",
     "PartSource",
+    "PayloadLayout",
     "Reader",
     "decompress_part",
+    "decompress_part_into",
     "delta_dir",
     "delta_index_path",
     "delta_name",
@@ -107,7 +112,10 @@ OP_BSPATCH = ord("B")
 
 #: Memory liblzma may use to decompress one part (preset 9 needs ~65 MiB).
 XZ_MEMLIMIT = 128 * 1024 * 1024
+#: Most bytes the mode and xattr tables of one part may take together (they are read whole).
+MAX_PAYLOAD_TABLES = 16 * 1024 * 1024
 _READ_CHUNK = 256 * 1024
+_OUT_CHUNK = 256 * 1024
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _MB64 = re.compile(r"[A-Za-z0-9+_]{43}\Z")
@@ -532,6 +540,117 @@ Mode = tuple[int, int, int]
 Xattrs = tuple[tuple[bytes, bytes], ...]
 
 
+def _payload_framing(size: int, tail: bytes | memoryview) -> tuple[int, int, int, int]:
+    """Member ends of a payload of ``size`` bytes from its last ``3 * osz`` bytes (``tail``):
+    ``(end of modes, end of xattrs, end of blob, start of the offset table)``."""
+    osz = _offset_size(size)
+    table = size - 3 * osz
+    if table < 0 or len(tail) != 3 * osz:
+        raise FormatError("delta part payload is too short")
+    end_modes = int.from_bytes(tail[2 * osz :], "little")
+    end_xattrs = int.from_bytes(tail[osz : 2 * osz], "little")
+    end_blob = int.from_bytes(tail[:osz], "little")
+    if not end_modes <= end_xattrs <= end_blob <= table:
+        raise FormatError("delta part payload framing offsets out of range")
+    if end_modes % 12:
+        raise FormatError("delta part mode table is not a multiple of 12 bytes")
+    return end_modes, end_xattrs, end_blob, table
+
+
+def _parse_modes(raw: bytes | memoryview) -> tuple[Mode, ...]:
+    return tuple(
+        (
+            int.from_bytes(raw[i : i + 4], "big"),
+            int.from_bytes(raw[i + 4 : i + 8], "big"),
+            int.from_bytes(raw[i + 8 : i + 12], "big"),
+        )
+        for i in range(0, len(raw), 12)
+    )
+
+
+def _parse_xattrs(raw: bytes | memoryview) -> tuple[Xattrs, ...]:
+    entries = gvariant.decode("aa(ayay)", raw)
+    return tuple(tuple((bytes(k), bytes(v)) for k, v in entry) for entry in entries)
+
+
+def _array_length(raw: bytes | memoryview) -> int:
+    """Element count of a serialized array of variable-size elements (its framing only)."""
+    if not raw:
+        return 0
+    osz = _offset_size(len(raw))
+    if len(raw) < osz:
+        raise FormatError("delta part xattr table is too short")
+    last_end = int.from_bytes(raw[-osz:], "little")
+    if last_end > len(raw) or (len(raw) - last_end) % osz:
+        raise FormatError("delta part xattr table has invalid framing")
+    return (len(raw) - last_end) // osz
+
+
+@attrs.frozen
+class PayloadLayout:
+    """A payload's framing without its blob: the mode and xattr tables, and where the blob and
+    the op stream lie (byte offsets from the start of the payload).
+
+    :meth:`parse` reads only the offset table and the two tables, so a payload kept in a file
+    can be executed without holding its blob (or its op stream) in memory.
+    """
+
+    size: int
+    modes: tuple[Mode, ...]
+    xattrs: tuple[Xattrs, ...]
+    blob_offset: int
+    blob_size: int
+    ops_offset: int
+    ops_size: int
+
+    @classmethod
+    def parse(
+        cls,
+        size: int,
+        read_at: Callable[[int, int], bytes],
+        *,
+        max_entries: int,
+        max_table_bytes: int = MAX_PAYLOAD_TABLES,
+    ) -> PayloadLayout:
+        """Parse the framing of a ``size``-byte payload through ``read_at(offset, n)``.
+
+        Each table may have at most ``max_entries`` entries (a part's tables are deduplicated,
+        so a generator never needs more than the part has objects) and both together at most
+        ``max_table_bytes`` bytes; more raises :class:`FormatError`, as do short reads.
+        """
+
+        def read_exact(offset: int, n: int) -> bytes:
+            data = read_at(offset, n)
+            if len(data) != n:
+                raise FormatError("delta part payload is truncated")
+            return data
+
+        osz = _offset_size(size)
+        if size < 3 * osz:
+            raise FormatError("delta part payload is too short")
+        end_modes, end_xattrs, end_blob, table = _payload_framing(
+            size, read_exact(size - 3 * osz, 3 * osz)
+        )
+        if end_xattrs > max_table_bytes:
+            raise FormatError(
+                f"delta part tables take {end_xattrs} bytes, more than {max_table_bytes}"
+            )
+        if end_modes // 12 > max_entries:
+            raise FormatError("delta part mode table has more entries than the part has objects")
+        raw_xattrs = read_exact(end_modes, end_xattrs - end_modes)
+        if _array_length(raw_xattrs) > max_entries:
+            raise FormatError("delta part xattr table has more entries than the part has objects")
+        return cls(
+            size=size,
+            modes=_parse_modes(read_exact(0, end_modes)),
+            xattrs=_parse_xattrs(raw_xattrs),
+            blob_offset=end_xattrs,
+            blob_size=end_blob - end_xattrs,
+            ops_offset=end_blob,
+            ops_size=table - end_blob,
+        )
+
+
 @attrs.frozen
 class PartPayload:
     """The decompressed ``(a(uuu)aa(ayay)ayay)``: modes (native ints), xattrs, blob, ops."""
@@ -543,34 +662,14 @@ class PartPayload:
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> PartPayload:
-        """Parse a payload; the blob is copied once (no whole-payload re-encoding)."""
+        """Parse a payload held in memory; the blob is copied once (no re-encoding)."""
         mv = memoryview(data).cast("B")
         n = len(mv)
         osz = _offset_size(n)
-        table = n - 3 * osz
-        if table < 0:
-            raise FormatError("delta part payload is too short")
-        end_modes = int.from_bytes(mv[n - osz : n], "little")
-        end_xattrs = int.from_bytes(mv[n - 2 * osz : n - osz], "little")
-        end_blob = int.from_bytes(mv[table : table + osz], "little")
-        if not end_modes <= end_xattrs <= end_blob <= table:
-            raise FormatError("delta part payload framing offsets out of range")
-        if end_modes % 12:
-            raise FormatError("delta part mode table is not a multiple of 12 bytes")
-        raw_modes = mv[:end_modes]
-        modes = tuple(
-            (
-                int.from_bytes(raw_modes[i : i + 4], "big"),
-                int.from_bytes(raw_modes[i + 4 : i + 8], "big"),
-                int.from_bytes(raw_modes[i + 8 : i + 12], "big"),
-            )
-            for i in range(0, end_modes, 12)
-        )
-        raw_xattrs = gvariant.decode("aa(ayay)", mv[end_modes:end_xattrs])
-        xattrs = tuple(tuple((bytes(k), bytes(v)) for k, v in entry) for entry in raw_xattrs)
+        end_modes, end_xattrs, end_blob, table = _payload_framing(n, mv[max(0, n - 3 * osz) :])
         return cls(
-            modes=modes,
-            xattrs=xattrs,
+            modes=_parse_modes(mv[:end_modes]),
+            xattrs=_parse_xattrs(mv[end_modes:end_xattrs]),
             blob=bytes(mv[end_xattrs:end_blob]),
             ops=bytes(mv[end_blob:table]),
         )
@@ -630,24 +729,33 @@ def _as_read(source: PartSource) -> Callable[[int], bytes]:
     return source.read
 
 
-def decompress_part(source: PartSource, *, max_output: int, memlimit: int = XZ_MEMLIMIT) -> bytes:
-    """Decode a part file (compression byte + payload) into payload bytes.
+def decompress_part_into(
+    source: PartSource,
+    write: Callable[[bytes], object],
+    *,
+    max_output: int,
+    memlimit: int = XZ_MEMLIMIT,
+) -> int:
+    """Decode a part file (compression byte + payload), passing the payload to ``write``.
 
-    Reads ``source`` in chunks and never produces more than ``max_output`` bytes: a larger
-    payload (an xz bomb) raises :class:`FormatError`.  Truncated or trailing data, unknown
-    compression types and corrupt xz streams raise :class:`FormatError` too.
+    Reads ``source`` in chunks and hands ``write`` pieces of at most 256 KiB, so memory stays
+    bounded (besides the xz dictionary, which liblzma fills only as far as output is made).
+    Never produces more than ``max_output`` bytes: a larger payload (an xz bomb) raises
+    :class:`FormatError`, as do truncated or trailing data, unknown compression types and
+    corrupt xz streams.  Returns the payload size.
     """
     read = _as_read(source)
     kind = read(1)
     if not kind:
         raise FormatError("empty delta part file")
-    out = bytearray()
+    total = 0
     if kind[0] == COMPRESSION_NONE:
         while chunk := read(_READ_CHUNK):
-            out += chunk
-            if len(out) > max_output:
+            total += len(chunk)
+            if total > max_output:
                 raise FormatError(f"delta part payload exceeds its limit of {max_output} bytes")
-        return bytes(out)
+            write(chunk)
+        return total
     if kind[0] != COMPRESSION_XZ:
         raise FormatError(f"unknown delta part compression type {kind[0]:#x}")
     dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=memlimit)
@@ -659,14 +767,24 @@ def decompress_part(source: PartSource, *, max_output: int, memlimit: int = XZ_M
                     raise FormatError("delta part xz stream is truncated")
             else:
                 chunk = b""
-            out += dec.decompress(chunk, max_length=max_output - len(out) + 1)
-            if len(out) > max_output:
+            out = dec.decompress(chunk, max_length=min(_OUT_CHUNK, max_output - total + 1))
+            total += len(out)
+            if total > max_output:
                 raise FormatError(f"delta part payload exceeds its limit of {max_output} bytes")
+            if out:
+                write(out)
     except lzma.LZMAError as exc:
         raise FormatError(f"corrupt xz data in delta part: {exc}") from exc
     if dec.unused_data or read(1):
         raise FormatError("trailing data after the xz stream in a delta part")
-    return bytes(out)
+    return total
+
+
+def decompress_part(source: PartSource, *, max_output: int, memlimit: int = XZ_MEMLIMIT) -> bytes:
+    """:func:`decompress_part_into` collecting the payload in memory (small parts only)."""
+    chunks: list[bytes] = []
+    decompress_part_into(source, chunks.append, max_output=max_output, memlimit=memlimit)
+    return b"".join(chunks)
 
 
 def open_part(
