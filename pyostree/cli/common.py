@@ -7,10 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PyOstreeError
 from ..repo import Repo, open_repo
+
+if TYPE_CHECKING:
+    from ..formats.summary import Summary
 
 
 class CommandError(PyOstreeError):
@@ -54,3 +57,31 @@ def command(sub: Any, name: str, func: Any, help_text: str, *,
         add_repo_option(parser)
     parser.set_defaults(func=func)
     return parser
+
+
+def print_summary(summary: Summary) -> None:
+    """A summary as ``ostree summary --view`` / ``remote summary`` show it."""
+    import datetime
+
+    from .. import gvariant as gv
+    from ..gvtext import format_variant
+    from .progress import human_size
+
+    for ref in summary.refs:
+        print(f"* {ref.name}")
+        print(f"    Latest Commit ({human_size(ref.commit_size)}):")
+        print(f"      {ref.checksum_hex}")
+        if ref.timestamp is not None:
+            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.UTC)
+            print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
+        if ref.version:
+            print(f"    Version (ostree.commit.version): {ref.version}")
+        print()
+    for name, digest in summary.static_deltas.items():
+        print(f"Static Deltas (ostree.static-deltas): {name} {digest}")
+    be_keys = ("ostree.summary.last-modified", "ostree.summary.expires")
+    for key, value in summary.metadata.items():
+        if key == "ostree.static-deltas":
+            continue
+        shown = gv.swap64(value.value) if key in be_keys and value.type == "t" else value.value
+        print(f"{key}: {format_variant(value.type, shown)}")

@@ -23,7 +23,7 @@ from ..remoteconfig import (
 )
 from ..remotes import Remote
 from ..repo import Repo
-from .common import CommandError, command, get_repo, print_json
+from .common import CommandError, command, get_repo, print_json, print_summary
 from .progress import PullProgress, human_size
 
 
@@ -277,31 +277,7 @@ def cmd_remote_refs(args: argparse.Namespace) -> int:
 
 
 def cmd_remote_summary(args: argparse.Namespace) -> int:
-    summary = _remote_summary(args)
-    from ..gvtext import format_variant
-
-    for ref in summary.refs:
-        print(f"* {ref.name}")
-        print(f"    Latest Commit ({human_size(ref.commit_size)}):")
-        print(f"      {ref.checksum_hex}")
-        if ref.timestamp is not None:
-            import datetime
-
-            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.UTC)
-            print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
-        if ref.version:
-            print(f"    Version (ostree.commit.version): {ref.version}")
-        print()
-    for name, sha in summary.static_deltas.items():
-        print(f"Static Deltas (ostree.static-deltas): {name} {sha}")
-    from .. import gvariant as gv
-
-    be_keys = ("ostree.summary.last-modified", "ostree.summary.expires")
-    for key, value in summary.metadata.items():
-        if key == "ostree.static-deltas":
-            continue
-        shown = gv.swap64(value.value) if key in be_keys and value.type == "t" else value.value
-        print(f"{key}: {format_variant(value.type, shown)}")
+    print_summary(_remote_summary(args))
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from ..formats.objects import parse_metadata
 from ..formats.summary import Summary
 from ..gvtext import format_variant
 from ..verify import ED25519_KEY, GPG_KEY
-from .common import CommandError, command, get_repo
+from .common import CommandError, command, get_repo, print_summary
 
 
 def register(sub: Any) -> None:
@@ -137,22 +136,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.raw:
         print(format_variant("(a(s(taya{sv}))a{sv})", gv.decode("(a(s(taya{sv}))a{sv})", data)))
         return 0
-    for ref in summary.refs:
-        print(f"* {ref.name}")
-        print(f"    Latest Commit ({ref.commit_size} bytes):")
-        print(f"      {ref.checksum_hex}")
-        if ref.timestamp is not None:
-            ts = datetime.datetime.fromtimestamp(ref.timestamp, datetime.UTC)
-            print(f"    Timestamp (ostree.commit.timestamp): {ts.isoformat()}")
-        if ref.version:
-            print(f"    Version (ostree.commit.version): {ref.version}")
-        print()
-    for name, digest in summary.static_deltas.items():
-        print(f"Static Deltas (ostree.static-deltas): {name} {digest}")
-    lm = summary.last_modified
-    if lm is not None:
-        ts = datetime.datetime.fromtimestamp(lm, datetime.UTC)
-        print(f"Last-Modified (ostree.summary.last-modified): {ts.isoformat()}")
+    print_summary(summary)
     sig = repo.path / "summary.sig"
     if sig.exists():
         meta = parse_metadata(sig.read_bytes())
