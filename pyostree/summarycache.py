@@ -9,7 +9,9 @@ is untrusted: whatever comes from it is verified again like a fresh download. Th
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,25 @@ class SummaryFetch:
     summary_validators: tuple[str | None, str | None] = (None, None)
     sig_validators: tuple[str | None, str | None] = (None, None)
     from_cache: bool = False
+
+
+def strong_validators(
+    validators: tuple[str | None, str | None], now: float | None = None
+) -> tuple[str | None, str | None]:
+    """Drop a ``Last-Modified`` too close to now to trust (RFC 7232 §2.2.2: a weak validator).
+
+    Its resolution is one second: a file rewritten within the second we fetched it would still
+    answer 304 to ``If-Modified-Since``, and a new summary would go unseen.
+    """
+    etag, last_modified = validators
+    if last_modified is not None:
+        try:
+            stamp = email.utils.parsedate_to_datetime(last_modified).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return etag, None
+        if (time.time() if now is None else now) - stamp < 2:
+            return etag, None
+    return etag, last_modified
 
 
 class SummaryCache:
@@ -101,12 +122,14 @@ class SummaryCache:
             meta = self._meta()
             if fetched.summary is not None and not fetched.from_cache:
                 atomic_write(self.summary_path, fetched.summary, fsync=False)
-                meta["etag"], meta["last-modified"] = fetched.summary_validators
+                meta["etag"], meta["last-modified"] = strong_validators(
+                    fetched.summary_validators)
             if fetched.signature is not None:
                 if not fetched.from_cache or not self.sig_path.exists():
                     atomic_write(self.sig_path, fetched.signature, fsync=False)
                 if fetched.sig_validators != (None, None):
-                    meta["sig-etag"], meta["sig-last-modified"] = fetched.sig_validators
+                    meta["sig-etag"], meta["sig-last-modified"] = strong_validators(
+                        fetched.sig_validators)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     self.sig_path.unlink()
