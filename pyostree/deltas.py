@@ -269,20 +269,25 @@ def _new_objects(repo: Repo, from_csum: str | None, to_csum: str
             yield item
 
 
-def _basenames(repo: Repo, commit: str) -> dict[str, list[tuple[str, int]]]:
-    """basename → [(content csum, size)] of the regular files of a commit."""
-    out: dict[str, list[tuple[str, int]]] = {}
-    tree_stack = [repo.load_commit(commit).root_tree]
+def _commit_files(repo: Repo, commit: str) -> Iterator[tuple[str, str]]:
+    """(basename, content csum) of every file entry of a commit, each dirtree read once."""
+    stack = [repo.load_commit(commit).root_tree]
     seen: set[str] = set()
-    while tree_stack:
-        t = tree_stack.pop()
+    while stack:
+        t = stack.pop()
         if t in seen:
             continue
         seen.add(t)
         tree = repo.load_dirtree(t)
-        for name, csum in tree.files:
-            out.setdefault(name, []).append((csum, -1))
-        tree_stack += [d[1] for d in tree.dirs]
+        yield from tree.files
+        stack += [d[1] for d in tree.dirs]
+
+
+def _basenames(repo: Repo, commit: str) -> dict[str, list[str]]:
+    """basename → content checksums of the files of a commit with that name."""
+    out: dict[str, list[str]] = {}
+    for name, csum in _commit_files(repo, commit):
+        out.setdefault(name, []).append(csum)
     return out
 
 
@@ -377,27 +382,19 @@ def generate_delta(repo: Repo, from_rev: str | None, to_rev: str,
 
 
 def _names_by_csum(repo: Repo, commit: str) -> dict[str, str]:
+    """content csum → the first basename it appears under in a commit."""
     out: dict[str, str] = {}
-    stack = [repo.load_commit(commit).root_tree]
-    seen: set[str] = set()
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        tree = repo.load_dirtree(t)
-        for name, csum in tree.files:
-            out.setdefault(csum, name)
-        stack += [d[1] for d in tree.dirs]
+    for name, csum in _commit_files(repo, commit):
+        out.setdefault(csum, name)
     return out
 
 
-def _bsdiff_source(repo: Repo, candidates: dict[str, list[tuple[str, int]]], name: str | None,
+def _bsdiff_source(repo: Repo, candidates: dict[str, list[str]], name: str | None,
                    size: int, opts: GenerateOptions) -> str | None:
     """A file of the same basename and a size within 30% (libostree's rule), else None."""
     if name is None or size > opts.max_bsdiff_size or size < 4096:
         return None
-    for csum, _ in candidates.get(name, []):
+    for csum in candidates.get(name, []):
         try:
             header = repo.read_content_header(csum)
         except RepoError:
