@@ -200,8 +200,8 @@ class _Checkout:
             os.close(dfd)
 
 
-def _resolve_subpath(repo: Repo, tree: str, meta: str, subpath: str) -> tuple[str, str, str | None]:
-    """Walk ``subpath`` inside a commit: returns (tree, meta, file_csum_if_a_file)."""
+def resolve_path(repo: Repo, tree: str, meta: str, subpath: str) -> tuple[str, str, str | None]:
+    """Walk ``subpath`` down from a (tree, meta) root: (tree, meta, file_csum_if_a_file)."""
     parts = [p for p in subpath.split("/") if p and p != "."]
     for i, part in enumerate(parts):
         if part == "..":
@@ -241,7 +241,7 @@ def checkout(
         tree, meta = commit.root_tree, commit.root_meta
         work = _Checkout(repo, opts, progress)
         if opts.subpath:
-            tree, meta, file_csum = _resolve_subpath(repo, tree, meta, opts.subpath)
+            tree, meta, file_csum = resolve_path(repo, tree, meta, opts.subpath)
             if file_csum is not None:
                 os.makedirs(target, exist_ok=True)
                 dfd = os.open(target, _DIR_FLAGS)

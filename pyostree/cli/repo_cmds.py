@@ -469,20 +469,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _lookup(repo: Repo, commit: Commit, path: str) -> tuple[str, str, str | None, str]:
-    parts = [p for p in path.split("/") if p and p != "."]
-    tree, meta = commit.root_tree, commit.root_meta
-    for i, part in enumerate(parts):
-        dirtree = repo.load_dirtree(tree)
-        for name, dtree, dmeta in dirtree.dirs:
-            if name == part:
-                tree, meta = dtree, dmeta
-                break
-        else:
-            for name, fcsum in dirtree.files:
-                if name == part and i == len(parts) - 1:
-                    return tree, meta, fcsum, "/" + "/".join(parts)
-            raise RepoError(f"no such file or directory: {path}")
-    return tree, meta, None, "/" + "/".join(parts)
+    """(tree, meta, file csum or None, normalised path) of ``path`` in a commit."""
+    from ..checkout import resolve_path
+
+    tree, meta, fcsum = resolve_path(repo, commit.root_tree, commit.root_meta, path)
+    return tree, meta, fcsum, "/" + "/".join(p for p in path.split("/") if p and p != ".")
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
