@@ -20,7 +20,7 @@ import attrs
 
 from .core import ObjectType
 from .errors import FormatError, RepoError
-from .fileio import os_error
+from .fileio import os_error, read_file
 from .formats.content import parse_ostreemeta
 from .repo import OSTREEMETA_XATTR, Repo, RepoMode, utf8_target
 
@@ -87,21 +87,8 @@ class _Checkout:
     def file(self, dfd: int, name: str, csum: str) -> None:
         if self.opts.union:
             self._remove_existing(dfd, name)
-        if self.can_link and self._linkable(csum):
-            src = self.repo.object_path(ObjectType.FILE, csum)
-            if self.repo.mode is RepoMode.BARE_USER and self._bare_user_symlink(src):
-                self._symlink_from_bare_user(dfd, name, src)
-                return
-            try:
-                os.link(src, name, dst_dir_fd=dfd, follow_symlinks=False)
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOENT and not src.exists():
-                    raise RepoError(f"missing file object {csum}") from exc
-                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
-                    raise
-                if self.opts.require_hardlinks:
-                    raise RepoError(f"cannot hardlink {name}: {exc.strerror}") from exc
+        if self.can_link and self._link(dfd, name, csum):
+            return
         header, stream = self.repo.open_content(csum)
         if header.is_symlink:
             os.symlink(header.symlink_target, name, dir_fd=dfd)
@@ -130,30 +117,49 @@ class _Checkout:
             finally:
                 os.close(fd)
 
-    def _linkable(self, csum: str) -> bool:
-        """ostree copies empty files (hardlinking them hits EMLINK) and, in user mode, files
-        we could not read."""
-        header = self.repo.read_content_header(csum)
-        if header.is_symlink:
-            return True
-        if header.size == 0:
-            return False
-        return not (self.user_mode and not header.mode & stat.S_IRUSR)
+    def _link(self, dfd: int, name: str, csum: str) -> bool:
+        """Hardlink (or, for bare-user symlink objects, re-create) ``csum`` as ``name``; False
+        where ostree copies instead: empty files (hardlinking them hits EMLINK) and, in user
+        mode, files we could not read.
 
-    @staticmethod
-    def _bare_user_symlink(src: Path) -> bool:
+        The hot path of a checkout: one lstat, (bare-user) one getxattr and one link per file,
+        on plain string paths."""
+        src = self.repo.object_file(ObjectType.FILE, csum)
         try:
-            meta = os.getxattr(src, OSTREEMETA_XATTR, follow_symlinks=False)
+            st = os.lstat(src)
+            mode = st.st_mode
+            if self.repo.mode is RepoMode.BARE_USER:
+                mode = parse_ostreemeta(os.getxattr(src, OSTREEMETA_XATTR,
+                                                    follow_symlinks=False))[2]
+                if stat.S_ISLNK(mode):
+                    self._symlink_from_bare_user(dfd, name, src, csum)
+                    return True
+        except FileNotFoundError:
+            raise RepoError(f"missing file object {csum}") from None
         except OSError as exc:
-            raise RepoError(f"cannot read metadata of {src}: {exc.strerror}") from exc
-        return stat.S_ISLNK(parse_ostreemeta(meta)[2])
+            if exc.errno == errno.ENODATA:
+                raise FormatError(f"file object {csum} lacks {OSTREEMETA_XATTR}") from exc
+            raise RepoError(f"cannot read file object {csum}: {exc.strerror}") from exc
+        if not stat.S_ISLNK(mode) and (
+            st.st_size == 0 or (self.user_mode and not mode & stat.S_IRUSR)
+        ):
+            return False
+        try:
+            os.link(src, name, dst_dir_fd=dfd, follow_symlinks=False)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM):
+                raise
+            if self.opts.require_hardlinks:
+                raise RepoError(f"cannot hardlink {name}: {exc.strerror}") from exc
+        return False
 
     @staticmethod
-    def _symlink_from_bare_user(dfd: int, name: str, src: Path) -> None:
-        raw = src.read_bytes()
+    def _symlink_from_bare_user(dfd: int, name: str, src: str, csum: str) -> None:
+        raw = read_file(src)
         if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
-            raise FormatError(f"bare-user symlink object {src.name} lacks its NUL")
-        os.symlink(utf8_target(raw[:-1], src.name), name, dir_fd=dfd)
+            raise FormatError(f"bare-user symlink object {csum} lacks its NUL")
+        os.symlink(utf8_target(raw[:-1], csum), name, dir_fd=dfd)
 
     def directory(self, parent_fd: int, name: str | None, tree_csum: str, meta_csum: str,
                   dest: Path | None = None) -> None:

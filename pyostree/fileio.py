@@ -81,6 +81,22 @@ def syncfs(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def read_file(path: str | os.PathLike[str], *, bufsize: int = 64 * 1024) -> bytes:
+    """A whole (small) file's bytes with raw ``os.read`` calls: cheaper than ``open().read()``
+    per file, which matters when reading thousands of metadata objects."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, bufsize)
+        if len(data) < bufsize:
+            return data
+        pieces = [data]
+        while chunk := os.read(fd, bufsize):
+            pieces.append(chunk)
+        return b"".join(pieces)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(
     path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, fsync: bool = True
 ) -> None:

@@ -17,6 +17,7 @@ offsets, stray NULs …) raises :class:`~pyostree.errors.FormatError`, never ``I
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -151,6 +152,64 @@ def _offset_size(total: int) -> int:
 
 def _read_offset(data: bytes, pos: int, osz: int) -> int:
     return int.from_bytes(data[pos : pos + osz], "little")
+
+
+# ---------------------------------------------------------------------------- framing helpers
+#
+# Building blocks for hand-written codecs of hot, fixed shapes (dirtrees, file headers): they
+# frame alignment-1 containers exactly as the generic encoder does, so a fast decoder can prove
+# normal form by re-encoding with them and comparing bytes.
+
+
+def frame(body: bytes, ends: Sequence[int]) -> bytes:
+    """``body`` followed by its framing offsets ``ends``, sized as normal form requires."""
+    count = len(ends)
+    if count == 0:
+        return body
+    if len(body) + count <= 0xFF:  # the common case: one-byte offsets
+        return body + bytes(ends)
+    osz = _pick_offset_size(len(body), count)
+    return body + b"".join(end.to_bytes(osz, "little") for end in ends)
+
+
+def offset_size(total: int) -> int:
+    """Size of each framing offset in a serialised container of ``total`` bytes."""
+    return _offset_size(total)
+
+
+def read_tail_offset(data: bytes, index: int = 1) -> tuple[int, int]:
+    """The ``index``-th framing offset counted from the end of ``data``, and the offset size.
+
+    Raises :class:`FormatError` if ``data`` is too short to hold it."""
+    osz = _offset_size(len(data))
+    start = len(data) - index * osz
+    if osz == 0 or start < 0:
+        raise FormatError("GVariant container too short for its framing offsets")
+    return int.from_bytes(data[start : start + osz], "little"), osz
+
+
+def split_array(data: bytes) -> list[bytes]:
+    """Elements of an array of variable-size, alignment-1 elements (bounds-checked only: the
+    caller proves normal form by re-encoding)."""
+    n = len(data)
+    if n == 0:
+        return []
+    last_end, osz = read_tail_offset(data)
+    if last_end > n or (n - last_end) % osz:
+        raise FormatError("GVariant array framing offset out of range")
+    table = data[last_end : n]
+    if osz == 1:
+        ends: Sequence[int] = table
+    else:
+        ends = [int.from_bytes(table[i : i + osz], "little") for i in range(0, len(table), osz)]
+    items = []
+    start = 0
+    for end in ends:
+        if start > end or end > last_end:
+            raise FormatError("GVariant array framing offsets out of order")
+        items.append(data[start:end])
+        start = end
+    return items
 
 
 # ---------------------------------------------------------------------------- decoding

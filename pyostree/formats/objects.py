@@ -140,17 +140,19 @@ class DirTree:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DirTree:
-        files_raw, dirs_raw = gv.decode(DIRTREE_TYPE, data)
-        files = tuple(
-            (validate_filename(name), checksum_from_bytes(csum)) for name, csum in files_raw
-        )
-        dirs = tuple(
-            (validate_filename(name), checksum_from_bytes(t), checksum_from_bytes(m))
-            for name, t, m in dirs_raw
-        )
-        tree = cls(files, dirs)
-        tree.validate_names()
-        return tree
+        # Hand-written for this hot shape (every checkout, pull and fsck reads every dirtree):
+        # split the frames, then prove normal form by re-encoding the raw pieces.
+        raw_files, raw_dirs = _split_dirtree(bytes(data))
+        if _encode_dirtree(raw_files, raw_dirs) != data:
+            raise FormatError(f"GVariant {DIRTREE_TYPE!r} data is not in normal form")
+        for entries in (raw_files, raw_dirs):
+            if any(a[0] >= b[0] for a, b in itertools.pairwise(entries)):
+                raise FormatError("dirtree entries are not sorted and unique")
+        files = tuple((_entry_name(name), csum.hex()) for name, csum in raw_files)
+        dirs = tuple((_entry_name(name), t.hex(), m.hex()) for name, t, m in raw_dirs)
+        if raw_files and raw_dirs and {f[0] for f in files} & {d[0] for d in dirs}:
+            raise FormatError("dirtree has a name that is both a file and a directory")
+        return cls(files, dirs)
 
     def validate_names(self) -> None:
         for entries in (self.files, self.dirs):
@@ -161,12 +163,9 @@ class DirTree:
             raise FormatError("dirtree has a name that is both a file and a directory")
 
     def to_bytes(self) -> bytes:
-        return gv.encode(
-            DIRTREE_TYPE,
-            (
-                [(n, checksum_to_bytes(c)) for n, c in self.files],
-                [(n, checksum_to_bytes(t), checksum_to_bytes(m)) for n, t, m in self.dirs],
-            ),
+        return _encode_dirtree(
+            [(n.encode(), checksum_to_bytes(c)) for n, c in self.files],
+            [(n.encode(), checksum_to_bytes(t), checksum_to_bytes(m)) for n, t, m in self.dirs],
         )
 
     @classmethod
@@ -182,6 +181,79 @@ class DirTree:
             tuple((n, files[n]) for n in sorted(files, key=key)),
             tuple((n, *dirs[n]) for n in sorted(dirs, key=key)),
         )
+
+
+# ---------------------------------------------------------------------------- dirtree codec
+#
+# ``(a(say)a(sayay))`` by hand: every member has alignment 1, so an element is its bytes plus
+# framing offsets (``gv.frame``). Equivalent to ``gv.encode``/``gv.decode`` of DIRTREE_TYPE
+# (tests/test_core_hostile.py checks both directions against the generic codec).
+
+_RawFile = tuple[bytes, bytes]
+_RawDir = tuple[bytes, bytes, bytes]
+
+
+def _encode_dirtree(files: list[_RawFile], dirs: list[_RawDir]) -> bytes:
+    frame = gv.frame
+    parts: list[bytes] = []
+    ends: list[int] = []
+    pos = 0
+    for name, csum in files:
+        elem = frame(name + b"\0" + csum, (len(name) + 1,))
+        parts.append(elem)
+        pos += len(elem)
+        ends.append(pos)
+    files_array = frame(b"".join(parts), ends)
+    parts = []
+    ends = []
+    pos = 0
+    for name, tree, meta in dirs:
+        s_end = len(name) + 1
+        elem = frame(name + b"\0" + tree + meta, (s_end + len(tree), s_end))
+        parts.append(elem)
+        pos += len(elem)
+        ends.append(pos)
+    return frame(files_array + frame(b"".join(parts), ends), (len(files_array),))
+
+
+def _split_entry(elem: bytes, members: int) -> list[bytes]:
+    """The name (without its NUL) and the byte-array members of a ``(say…)`` element."""
+    n = len(elem)
+    ends = [gv.read_tail_offset(elem, i)[0] for i in range(1, members + 1)]
+    bound = n - gv.offset_size(n) * members
+    ends.append(bound)
+    if not 0 < ends[0] <= bound or elem[ends[0] - 1] != 0:
+        raise FormatError("dirtree entry name is out of bounds or not NUL-terminated")
+    pieces = [elem[: ends[0] - 1]]
+    for start, end in itertools.pairwise(ends):
+        if not start <= end <= bound:
+            raise FormatError("dirtree entry framing offsets out of order")
+        if end - start != 32:
+            raise FormatError(f"invalid checksum of length {end - start}, expected 32")
+        pieces.append(elem[start:end])
+    return pieces
+
+
+def _split_dirtree(data: bytes) -> tuple[list[_RawFile], list[_RawDir]]:
+    split, osz = gv.read_tail_offset(data)
+    if split > len(data) - osz:
+        raise FormatError("GVariant dirtree framing offset out of range")
+    files: list[_RawFile] = []
+    for elem in gv.split_array(data[:split]):
+        name, csum = _split_entry(elem, 1)
+        files.append((name, csum))
+    dirs: list[_RawDir] = []
+    for elem in gv.split_array(data[split : len(data) - osz]):
+        name, tree, meta = _split_entry(elem, 2)
+        dirs.append((name, tree, meta))
+    return files, dirs
+
+
+def _entry_name(raw: bytes) -> str:
+    try:
+        return validate_filename(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FormatError("GVariant string is not valid UTF-8") from exc
 
 
 @attrs.frozen
