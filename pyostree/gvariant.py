@@ -267,6 +267,10 @@ def _decode_array(t: GType, data: bytes, depth: int) -> Any:
     n = len(data)
     if child.code == "y":
         return bytes(data)
+    if child.string == "(ayay)":
+        # Fast path: xattrs and the commit's ostree.sizes table (tens of thousands of entries);
+        # decode() proves normal form by re-encoding as always.
+        return [_split_ayay(elem) for elem in split_array(data)]
     items: list[Any] = []
     if child.fixed_size:
         size = child.fixed_size
@@ -297,6 +301,15 @@ def _decode_array(t: GType, data: bytes, depth: int) -> Any:
             result[key] = value
         return result
     return items
+
+
+def _split_ayay(elem: bytes) -> tuple[bytes, bytes]:
+    if not elem:
+        raise FormatError("GVariant '(ayay)' element is empty")
+    end, osz = read_tail_offset(elem)
+    if end > len(elem) - osz:
+        raise FormatError("GVariant '(ayay)' member 0 is out of bounds")
+    return elem[:end], elem[end : len(elem) - osz]
 
 
 def _decode_tuple(t: GType, data: bytes, depth: int) -> tuple[Any, ...]:
@@ -358,6 +371,18 @@ def _frame(body: bytearray, ends: list[int]) -> bytes:
     return bytes(body)
 
 
+def _encode_ayay_array(value: Any) -> bytes:
+    parts = []
+    ends = []
+    pos = 0
+    for first, second in value:
+        elem = frame(bytes(first) + bytes(second), (len(first),))
+        parts.append(elem)
+        pos += len(elem)
+        ends.append(pos)
+    return frame(b"".join(parts), ends)
+
+
 def _encode(t: GType, value: Any) -> bytes:
     code = t.code
     if code in _FIXED_BASIC:
@@ -384,6 +409,8 @@ def _encode(t: GType, value: Any) -> bytes:
         child = t.children[0]
         if child.code == "y":
             return bytes(value)  # type: ignore[no-any-return]
+        if child.string == "(ayay)":
+            return _encode_ayay_array(value)
         items = list(value.items()) if child.code == "{" else list(value)
         if child.fixed_size:
             return b"".join(_encode(child, item) for item in items)
