@@ -16,6 +16,7 @@ offsets, stray NULs …) raises :class:`~pyostree.errors.FormatError`, never ``I
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
@@ -267,9 +268,11 @@ def _decode_array(t: GType, data: bytes, depth: int) -> Any:
     n = len(data)
     if child.code == "y":
         return bytes(data)
+    # Fast paths: xattrs, signatures and the commit's ostree.sizes table (tens of thousands of
+    # entries); decode() proves normal form by re-encoding as always.
+    if child.string == "ay":
+        return split_array(data)
     if child.string == "(ayay)":
-        # Fast path: xattrs and the commit's ostree.sizes table (tens of thousands of entries);
-        # decode() proves normal form by re-encoding as always.
         return [_split_ayay(elem) for elem in split_array(data)]
     items: list[Any] = []
     if child.fixed_size:
@@ -409,6 +412,9 @@ def _encode(t: GType, value: Any) -> bytes:
         child = t.children[0]
         if child.code == "y":
             return bytes(value)  # type: ignore[no-any-return]
+        if child.string == "ay":
+            items = [bytes(item) for item in value]
+            return frame(b"".join(items), list(itertools.accumulate(map(len, items))))
         if child.string == "(ayay)":
             return _encode_ayay_array(value)
         items = list(value.items()) if child.code == "{" else list(value)

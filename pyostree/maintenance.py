@@ -9,21 +9,25 @@ from collections.abc import Callable, Iterator
 
 import attrs
 
+from . import gvariant as gv
 from .core import ObjectType
 from .errors import ChecksumError, FormatError, ObjectNotFoundError, PyOstreeError, RepoError
 from .fileio import atomic_write
-from .formats.objects import Commit, parse_object, tombstone_bytes
+from .formats.objects import Commit, DirMeta, DirTree, parse_object, tombstone_bytes
 from .repo import Repo
 from .transaction import verify_staged_content
 
 
 def walk_commit(
-    repo: Repo, commit_csum: str, *, missing_ok: bool = False, broken_ok: bool = False
+    repo: Repo, commit_csum: str, *, missing_ok: bool = False, broken_ok: bool = False,
+    load_dirtree: Callable[[str], DirTree] | None = None,
 ) -> Iterator[tuple[ObjectType, str]]:
     """Yield every object a commit references (not the commit itself), each once.
 
     ``missing_ok`` skips dirtrees that are not stored; ``broken_ok`` skips any dirtree that
-    cannot be loaded (fsck, which reports it separately)."""
+    cannot be loaded (fsck, which reports it separately). A dirtree is loaded right after it is
+    yielded, with ``load_dirtree`` if given (fsck hands back the tree it just verified)."""
+    load = load_dirtree or repo.load_dirtree
     commit = repo.load_commit(commit_csum)
     seen_trees: set[str] = set()
     seen_other: set[tuple[ObjectType, str]] = set()
@@ -38,7 +42,7 @@ def walk_commit(
         seen_trees.add(tree_csum)
         yield ObjectType.DIRTREE, tree_csum
         try:
-            tree = repo.load_dirtree(tree_csum)
+            tree = load(tree_csum)
         except ObjectNotFoundError:
             if missing_ok or broken_ok:
                 continue
@@ -81,9 +85,12 @@ class FsckResult:
     deleted: int = 0
 
 
-def verify_object(repo: Repo, objtype: ObjectType, csum: str) -> None:
-    """Re-verify one stored object: checksum and structure. Raises a pyostree error."""
-    path = repo.object_path(objtype, csum)
+def verify_object(
+    repo: Repo, objtype: ObjectType, csum: str
+) -> Commit | DirTree | DirMeta | dict[str, gv.Variant] | None:
+    """Re-verify one stored object: checksum and structure. Raises a pyostree error.
+
+    Returns the parsed object for metadata objects, None for content objects."""
     if objtype.is_meta:
         data = repo.load_metadata_bytes(objtype, csum)
         if objtype not in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
@@ -94,14 +101,13 @@ def verify_object(repo: Repo, objtype: ObjectType, csum: str) -> None:
                     expected=csum, actual=actual,
                 )
         try:
-            parse_object(objtype, data)
+            return parse_object(objtype, data)
         except FormatError as exc:
             raise FormatError(f"corrupted {objtype.extension} object {csum}: {exc}") from exc
-        return
-    if not os.path.lexists(path):
-        raise ObjectNotFoundError(f"missing file object {csum}")
     try:
-        actual = verify_staged_content(repo, path)
+        actual = verify_staged_content(repo, repo.object_path(objtype, csum))
+    except FileNotFoundError:
+        raise ObjectNotFoundError(f"missing file object {csum}") from None
     except OSError as exc:
         raise RepoError(f"cannot read file object {csum}: {exc.strerror}") from exc
     except FormatError as exc:
@@ -109,6 +115,7 @@ def verify_object(repo: Repo, objtype: ObjectType, csum: str) -> None:
     if actual != csum:
         raise ChecksumError(f"corrupted file object {csum}; actual checksum {actual}",
                             expected=csum, actual=actual)
+    return None
 
 
 def fsck(
@@ -122,6 +129,12 @@ def fsck(
             result.errors.append(f"ref {name} points to missing commit {csum}")
     checked: set[tuple[ObjectType, str]] = set()
     bad: set[tuple[ObjectType, str]] = set()
+    # The dirtree check() just verified, which walk_commit loads next: parsed once, not twice.
+    verified_tree: dict[str, DirTree] = {}
+
+    def load_tree(csum: str) -> DirTree:
+        tree = verified_tree.pop(csum, None)
+        return tree if tree is not None else repo.load_dirtree(csum)
 
     def check(objtype: ObjectType, csum: str) -> bool:
         if (objtype, csum) in checked:
@@ -131,7 +144,7 @@ def fsck(
         if progress is not None:
             progress(result.objects)
         try:
-            verify_object(repo, objtype, csum)
+            obj = verify_object(repo, objtype, csum)
         except ObjectNotFoundError as exc:
             bad.add((objtype, csum))
             result.errors.append(str(exc))
@@ -144,6 +157,9 @@ def fsck(
                     repo.object_path(objtype, csum).unlink()
                     result.deleted += 1
             return False
+        if isinstance(obj, DirTree):
+            verified_tree.clear()
+            verified_tree[csum] = obj
         return True
 
     for csum in sorted(commits):
@@ -154,7 +170,8 @@ def fsck(
         if not check(ObjectType.COMMIT, csum):
             continue
         try:
-            for objtype, ocsum in walk_commit(repo, csum, missing_ok=partial, broken_ok=True):
+            for objtype, ocsum in walk_commit(repo, csum, missing_ok=partial, broken_ok=True,
+                                              load_dirtree=load_tree):
                 if partial and not repo.has_object(objtype, ocsum):
                     continue
                 if not check(objtype, ocsum) and delete:
