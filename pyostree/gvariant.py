@@ -169,7 +169,7 @@ def frame(body: bytes, ends: Sequence[int]) -> bytes:
         return body
     if len(body) + count <= 0xFF:  # the common case: one-byte offsets
         return body + bytes(ends)
-    osz = _pick_offset_size(len(body), count)
+    osz = pick_offset_size(len(body), count)
     return body + b"".join(end.to_bytes(osz, "little") for end in ends)
 
 
@@ -358,7 +358,8 @@ def decode(type_string: str, data: bytes | bytearray | memoryview) -> Any:
 # ---------------------------------------------------------------------------- encoding
 
 
-def _pick_offset_size(body: int, count: int) -> int:
+def pick_offset_size(body: int, count: int) -> int:
+    """Normal-form size of each of ``count`` framing offsets after a ``body`` of that size."""
     if count == 0:
         return 0
     for osz, limit in ((1, 0xFF), (2, 0xFFFF), (4, 0xFFFFFFFF)):
@@ -368,7 +369,7 @@ def _pick_offset_size(body: int, count: int) -> int:
 
 
 def _frame(body: bytearray, ends: list[int]) -> bytes:
-    osz = _pick_offset_size(len(body), len(ends))
+    osz = pick_offset_size(len(body), len(ends))
     for end in ends:
         body += end.to_bytes(osz, "little")
     return bytes(body)

@@ -564,3 +564,26 @@ def test_file_header_codec_matches_generic(uid: int, gid: int, link: bool, perm:
     except FormatError:
         return
     assert parsed.archive_header() == bytes(raw)
+
+
+def _le(value: int, size: int) -> bytes:
+    return value.to_bytes(size, "little")
+
+
+def test_dirtree_codec_rejects_oversized_framing_offsets() -> None:
+    # Bytes that frame correctly but with wider offsets than normal form allows, at each level:
+    # the generic decoder rejects them on re-encoding; the hand-written one must as well.
+    name = b"n" * 221  # body 221 + 1 + 32 = 254: one-byte offsets are normal
+    elem_wide = name + b"\0" + CSUM + _le(222, 2)  # 256 bytes with a two-byte offset
+    files_wide_elem = elem_wide + _le(len(elem_wide), 2)
+    elem = gv.frame(b"a\0" + CSUM, (2,))
+    files_wide_array = elem * 7 + b"".join(_le(len(elem) * i, 2) for i in range(1, 8))
+    padded = files_wide_array + b"\0" * (256 - len(files_wide_array))  # not a valid array
+    top_wide = elem + _le(len(elem), 1) + _le(len(elem), 2)  # top offset 2 bytes, 1 suffices
+    cases = [files_wide_elem + _le(len(files_wide_elem), 2), files_wide_array + _le(77, 2),
+             padded + _le(len(padded), 2), top_wide]
+    for blob in cases:
+        with pytest.raises(FormatError):
+            gv.decode(DIRTREE_TYPE, blob)
+        with pytest.raises(FormatError):
+            DirTree.from_bytes(blob)
