@@ -170,7 +170,11 @@ def frame(body: bytes, ends: Sequence[int]) -> bytes:
     if len(body) + count <= 0xFF:  # the common case: one-byte offsets
         return body + bytes(ends)
     osz = pick_offset_size(len(body), count)
-    return body + b"".join(end.to_bytes(osz, "little") for end in ends)
+    return body + struct.pack(f"<{count}{OFFSET_CODES[osz]}", *ends)
+
+
+# struct codes of little-endian framing offsets by size
+OFFSET_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 def offset_size(total: int) -> int:
@@ -198,11 +202,9 @@ def split_array(data: bytes) -> list[bytes]:
     last_end, osz = read_tail_offset(data)
     if last_end > n or (n - last_end) % osz:
         raise FormatError("GVariant array framing offset out of range")
-    table = data[last_end : n]
-    if osz == 1:
-        ends: Sequence[int] = table
-    else:
-        ends = [int.from_bytes(table[i : i + osz], "little") for i in range(0, len(table), osz)]
+    count = (n - last_end) // osz
+    ends: Sequence[int] = (data[last_end:n] if osz == 1
+                           else struct.unpack_from(f"<{count}{OFFSET_CODES[osz]}", data, last_end))
     items = []
     start = 0
     for end in ends:

@@ -222,9 +222,10 @@ def _array_ends(arr: bytes) -> Sequence[int]:
         raise FormatError("GVariant array framing offset out of range")
     if gv.pick_offset_size(last_end, (n - last_end) // osz) != osz:
         raise FormatError("GVariant array framing offsets are not of their normal size")
-    ends: Sequence[int] = arr[last_end:]
-    if osz > 1:
-        ends = [int.from_bytes(arr[i : i + osz], "little") for i in range(last_end, n, osz)]
+    count = (n - last_end) // osz
+    code = gv.OFFSET_CODES[osz]
+    ends: Sequence[int] = (arr[last_end:] if osz == 1
+                           else struct.unpack_from(f"<{count}{code}", arr, last_end))
     if max(ends) != last_end:  # with strictly rising ends (the caller checks), all in bounds
         raise FormatError("GVariant array framing offsets out of order")
     return ends
