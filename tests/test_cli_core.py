@@ -165,3 +165,36 @@ def test_rev_parse_forms(repo: Path, tmp_path: Path) -> None:
         assert (code, out.decode(), err) == (0, want + "\n", ""), rev
     code, out, _ = run_cli(f"--repo={restored.path}", "rev-parse", "main", "main^")
     assert out.decode() == f"{SECOND}\n{FIRST}\n"
+
+
+def test_command_module_table_matches_the_parsers() -> None:
+    import argparse
+    import importlib
+
+    from pyostree.cli import _MODULES, COMMAND_MODULES
+
+    seen = {}
+    for name in _MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"pyostree.cli.{name}").register(sub)
+        seen.update(dict.fromkeys(sub.choices, name))
+    assert seen == COMMAND_MODULES
+
+
+def test_a_local_command_loads_no_network_or_deploy_code(tmp_path: Path) -> None:
+    # Each command imports only its own module: a checkout must not pay for asyncio, the
+    # fetchers, deployments or the updater (start-up time and RSS on small devices).
+    import subprocess
+    import sys
+
+    repo = restore_repo("bare-user", tmp_path / "repo").path
+    script = ("import sys; from pyostree.cli import main; "
+              f"code = main(['--repo={repo}', 'checkout', '-U', '{FIRST}', "
+              f"'{tmp_path / 'co'}']); "
+              "print(code, sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('asyncio', 'aiohttp', 'httpx') or m in ('pyostree.pull', 'pyostree.deploy', "
+              "'pyostree.updater', 'pyostree.cli.admin_cmds')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "0 []", out
+    assert (tmp_path / "co").is_dir()
