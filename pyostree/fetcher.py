@@ -603,16 +603,25 @@ def tls_verify_error(exc: BaseException, url: str) -> FetchError | None:
 
 
 def make_fetcher(config: FetchConfig | None = None, *, backend: str | None = None) -> BaseFetcher:
-    """A fetcher for ``config``: aiohttp (fast path) unless HTTP/2 is asked for or aiohttp is
-    missing, then httpx. ``backend`` ("aiohttp" or "httpx") forces one."""
+    """A fetcher for ``config``: the lean HTTP/1.1 transport of ``fetcher_h1`` (fast path),
+    httpx when HTTP/2 is asked for, aiohttp (or httpx without it) through a proxy.
+    ``backend`` ("h1", "aiohttp" or "httpx") forces one."""
     config = config or FetchConfig()
     if backend is None:
-        backend = "httpx" if config.http2 else "aiohttp"
-        if backend == "aiohttp":
+        if config.http2:
+            backend = "httpx"
+        elif not config.proxy:
+            backend = "h1"
+        else:
+            backend = "aiohttp"
             try:
                 import aiohttp  # noqa: F401
             except ImportError:
                 backend = "httpx"
+    if backend == "h1":
+        from pyostree.fetcher_h1 import H1Fetcher
+
+        return H1Fetcher(config)
     if backend == "aiohttp":
         from pyostree.fetcher_aiohttp import AiohttpFetcher
 

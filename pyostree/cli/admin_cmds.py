@@ -9,9 +9,7 @@ from typing import Any
 
 from .. import deploy as dep
 from ..errors import DeployError
-from ..pull import PullOptions
 from ..sysroot import Sysroot, status_json, status_text
-from ..upgrade import switch, upgrade
 from .common import CommandError, print_json
 from .progress import step
 
@@ -249,6 +247,9 @@ def _reboot() -> None:
 def cmd_upgrade(args: argparse.Namespace) -> int:
     if args.pull_only and args.deploy_only:
         raise CommandError("--pull-only and --deploy-only conflict")
+    from ..pull import PullOptions  # the network stack loads only for commands that use it
+    from ..upgrade import upgrade
+
     result = upgrade(
         _sysroot(args), args.os, pull_only=args.pull_only, deploy_only=args.deploy_only,
         allow_downgrade=args.allow_downgrade, override_commit=args.override_commit,
@@ -278,6 +279,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
+    from ..upgrade import switch
+
     result = switch(_sysroot(args), args.ref, args.os)
     print(f"Deployed {result.target}" if result.deployed else "Already deployed")
     if args.reboot and result.deployed:
