@@ -189,6 +189,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("fsck", "fsck a bare-user repo holding v1 (a fresh copy per run)",
              lambda p, _r: [["cp", "-a", p.client, f"{p.run}/repo"]],
              lambda p, _r: [f"--repo={p.run}/repo", "fsck"], _check_fsck),
+    Scenario("start-up", "list the refs of the bare-user repo: the fixed cost of one run "
+             "(process start, imports, opening the repo), part of every other scenario",
+             _no_setup, lambda p, _r: [f"--repo={p.client}", "refs"], _check_fsck),
     Scenario("admin-deploy",
              "deploy v1 into a fresh sysroot (init-fs, os-init, pull-local) on a private tmpfs",
              _sysroot_setup,
