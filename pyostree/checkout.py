@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import stat
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from .repo import OSTREEMETA_XATTR, Repo, RepoMode, utf8_target
 _CHUNK = 256 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PROGRESS_EVERY = 200  # files between two progress callbacks
+_WORKERS = 2  # threads filling directories
+_MAX_QUEUED = 64  # directories waiting with an open fd; beyond that a worker fills them inline
 
 
 @attrs.frozen
@@ -46,9 +50,16 @@ class _Checkout:
         self.repo = repo
         self.opts = opts
         self.progress = progress
-        self.written = 0  # files (and symlinks) written so far
+        self.written = 0  # files (and symlinks) written, exact once the checkout is done
+        self._count = itertools.count(1)  # next() on it is atomic: the workers share it
+        self._progress_lock = threading.Lock()
         # Without a callback the per-file check never fires: one int comparison per file.
         self._next_report = _PROGRESS_EVERY if progress is not None else sys.maxsize
+        # Directories waiting for a worker: (open fd, dirtree, dirmeta, existed before).
+        self._queue: list[tuple[int, str, str, bool]] = []
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._error: BaseException | None = None
         mode = repo.mode
         # As in ostree, bare-user-only checkouts are always user mode.
         self.user_mode = (opts.user_mode or os.geteuid() != 0
@@ -65,13 +76,17 @@ class _Checkout:
     # -- helpers
 
     def _wrote_file(self) -> None:
-        self.written += 1
-        if self.written >= self._next_report:
-            self._next_report = self.written + _PROGRESS_EVERY
-            assert self.progress is not None
-            self.progress(self.written)
+        n = next(self._count)
+        self.written = n
+        if n >= self._next_report:
+            with self._progress_lock:
+                if n >= self._next_report:
+                    self._next_report = n + _PROGRESS_EVERY
+                    assert self.progress is not None
+                    self.progress(n)
 
     def report_end(self) -> None:
+        self.written = next(self._count) - 1
         if self.progress is not None:
             self.progress(self.written)
 
@@ -161,31 +176,74 @@ class _Checkout:
             raise FormatError(f"bare-user symlink object {csum} lacks its NUL")
         os.symlink(utf8_target(raw[:-1], csum), name, dir_fd=dfd)
 
-    def directory(self, parent_fd: int, name: str | None, tree_csum: str, meta_csum: str,
-                  dest: Path | None = None) -> None:
-        meta = self.repo.load_dirmeta(meta_csum)
-        tree = self.repo.load_dirtree(tree_csum)
-        # bare-user-only repos hold no setuid, sticky or world-writable directories.
-        perm = meta.mode & (0o775 if self.repo.mode is RepoMode.BARE_USER_ONLY else 0o7777)
+    # -- directories
+    #
+    # Directories are filled by _WORKERS threads (the caller's and helpers) taking them from a
+    # shared LIFO queue. The kernel work of a checkout (link, open, write, mkdir) releases the
+    # GIL, so two threads keep both cores busy where ostree uses one. A parent creates and opens
+    # each subdirectory itself and hands over the open fd, so nothing is ever looked up by path;
+    # it sets its own mode and times once its entries exist, as before (entries created inside a
+    # child do not touch the parent's mtime).
+
+    def directory(self, dest: Path, tree_csum: str, meta_csum: str) -> None:
+        """Check out a tree as the new (or, with ``union``, existing) directory ``dest``."""
         existed = False
-        if name is None:
-            assert dest is not None
-            try:
-                os.mkdir(dest, 0o700)
-            except FileExistsError:
-                if not self.opts.union:
-                    raise RepoError(f"destination {dest} already exists", path=str(dest)) from None
-                existed = True
-            dfd = os.open(dest, _DIR_FLAGS)
-        else:
-            try:
-                os.mkdir(name, 0o700, dir_fd=parent_fd)
-            except FileExistsError:
-                if not self.opts.union:
-                    raise
-                existed = True
-            dfd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
+            os.mkdir(dest, 0o700)
+        except FileExistsError:
+            if not self.opts.union:
+                raise RepoError(f"destination {dest} already exists", path=str(dest)) from None
+            existed = True
+        self._queue.append((os.open(dest, _DIR_FLAGS), tree_csum, meta_csum, existed))
+        helpers = [threading.Thread(target=self._work, name="pyostree-checkout", daemon=True)
+                   for _ in range(_WORKERS - 1)]
+        for thread in helpers:
+            thread.start()
+        try:
+            self._work()
+        except BaseException as exc:  # e.g. KeyboardInterrupt while waiting: stop the helpers
+            with self._cond:
+                if self._error is None:
+                    self._error = exc
+            raise
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+            for thread in helpers:
+                thread.join()
+            for fd, *_ in self._queue:  # left over after an error
+                os.close(fd)
+            self._queue.clear()
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._queue and self._busy and self._error is None:
+                    cond.wait()
+                if self._error is not None or not self._queue:
+                    cond.notify_all()
+                    return
+                task = self._queue.pop()
+                self._busy += 1
+            try:
+                self._fill(*task)
+            except BaseException as exc:
+                with cond:
+                    if self._error is None:
+                        self._error = exc
+            finally:
+                with cond:
+                    self._busy -= 1
+                    cond.notify_all()
+
+    def _fill(self, dfd: int, tree_csum: str, meta_csum: str, existed: bool) -> None:
+        """Write one directory's entries (``dfd`` is ours to close)."""
+        try:
+            meta = self.repo.load_dirmeta(meta_csum)
+            tree = self.repo.load_dirtree(tree_csum)
             if not existed and not self.user_mode:
                 for xname, value in meta.xattrs:
                     with contextlib.suppress(OSError):
@@ -194,9 +252,27 @@ class _Checkout:
                 self.file(dfd, fname, fcsum)
                 self._wrote_file()
             for dname, dtree, dmeta in tree.dirs:
-                self.directory(dfd, dname, dtree, dmeta)
+                if self._error is not None:
+                    return
+                child_existed = False
+                try:
+                    os.mkdir(dname, 0o700, dir_fd=dfd)
+                except FileExistsError:
+                    if not self.opts.union:
+                        raise
+                    child_existed = True
+                child = os.open(dname, _DIR_FLAGS, dir_fd=dfd)
+                if len(self._queue) < _MAX_QUEUED:
+                    with self._cond:
+                        self._queue.append((child, dtree, dmeta, child_existed))
+                        self._cond.notify()
+                else:  # bound the open fds: fill this one here
+                    self._fill(child, dtree, dmeta, child_existed)
             # Like ostree: directories that were already there keep their metadata.
             if not existed:
+                # bare-user-only repos hold no setuid, sticky or world-writable directories.
+                perm = meta.mode & (0o775 if self.repo.mode is RepoMode.BARE_USER_ONLY
+                                    else 0o7777)
                 os.fchmod(dfd, perm)
                 if not self.user_mode:
                     os.fchown(dfd, meta.uid, meta.gid)
@@ -258,7 +334,7 @@ def checkout(
                     os.close(dfd)
                 work.report_end()
                 return csum
-        work.directory(-1, None, tree, meta, dest=target)
+        work.directory(target, tree, meta)
         work.report_end()
     except BaseException as exc:
         if not existed:
