@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyostree import gvariant as gv
-from pyostree.checkout import CheckoutOptions, checkout
+from pyostree.checkout import CheckoutOptions, checkout, resolve_path
 from pyostree.core import ObjectType, validate_filename
 from pyostree.errors import ChecksumError, FormatError, PyOstreeError, RepoError
 from pyostree.formats.content import (
@@ -39,7 +39,7 @@ from pyostree.formats.objects import (
 from pyostree.maintenance import fsck, verify_object
 from pyostree.repo import Repo, RepoMode
 
-from .corehelpers import COMMITS_FIRST_SECOND, error_lines, restore_repo, run_cli
+from .corehelpers import COMMITS_FIRST_SECOND, error_lines, restore_repo, run_cli, snapshot
 
 CSUM = hashlib.sha256(b"x").digest()
 EMPTY_META = bytes.fromhex("446a0ef11b7cc167f3b603e585c7eeeeb675faa412d5ec73f62988eb0b6c5488")
@@ -587,3 +587,41 @@ def test_dirtree_codec_rejects_oversized_framing_offsets() -> None:
             gv.decode(DIRTREE_TYPE, blob)
         with pytest.raises(FormatError):
             DirTree.from_bytes(blob)
+
+
+def test_parallel_checkout_wide_tree_and_failure_in_a_worker(tmp_path: Path) -> None:
+    # Checkout fills directories from two threads with a bounded queue of open directories:
+    # a wide tree (more directories than the queue holds) comes out exactly like its source,
+    # and a missing object deep inside fails the whole checkout cleanly: one error, nothing
+    # left behind, no file descriptor leaked.
+    src = tmp_path / "src"
+    for i in range(150):
+        sub = src / f"d{i:03}" / "inner"
+        sub.mkdir(parents=True)
+        (sub / "f").write_bytes(b"x" * i)
+        (src / f"d{i:03}" / "g").write_bytes(b"g%d" % i)
+    (src / "d007").chmod(0o555)
+    repo = Repo.create(tmp_path / "repo", RepoMode.BARE_USER)
+    csum = repo.commit(src, branch="main")
+    done: list[int] = []
+    checkout(repo, "main", tmp_path / "co", CheckoutOptions(user_mode=True),
+             progress=done.append)
+    def shape(root: Path) -> dict[str, tuple[object, ...]]:  # hardlinks carry user.ostreemeta
+        return {k: v[:4] for k, v in snapshot(root, ownership=False).items()}
+
+    assert shape(tmp_path / "co") == shape(src)
+    assert done[-1] == 300
+    victim = repo.load_dirtree(resolve_path(repo, *_root(repo, csum), "d120/inner")[0])
+    repo.object_path(ObjectType.FILE, victim.files[0][1]).unlink()
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(RepoError, match="missing file object"):
+        checkout(repo, "main", tmp_path / "co2", CheckoutOptions(user_mode=True))
+    assert not (tmp_path / "co2").exists()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    (src / "d007").chmod(0o755)
+    (tmp_path / "co" / "d007").chmod(0o755)
+
+
+def _root(repo: Repo, csum: str) -> tuple[str, str]:
+    commit = repo.load_commit(csum)
+    return commit.root_tree, commit.root_meta
