@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -28,7 +27,9 @@ def _get_libc() -> ctypes.CDLL | None:
         with contextlib.suppress(OSError):
             _libc = ctypes.CDLL("libc.so.6", use_errno=True)
         if _libc is None:
-            name = ctypes.util.find_library("c")
+            from ctypes.util import find_library  # imports subprocess: only on this path
+
+            name = find_library("c")
             if name:
                 with contextlib.suppress(OSError):
                     _libc = ctypes.CDLL(name, use_errno=True)

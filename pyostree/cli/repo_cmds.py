@@ -13,7 +13,6 @@ from typing import Any
 
 from .. import gvariant as gv
 from ..checkout import CheckoutOptions, checkout
-from ..commit import CommitOptions, commit_tree, parse_timestamp
 from ..core import ObjectType, is_checksum, parse_refspec
 from ..errors import FormatError, RepoError
 from ..formats.objects import COMMIT_TYPE, DIRMETA_TYPE, DIRTREE_TYPE, Commit
@@ -170,6 +169,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
+    from ..commit import CommitOptions, commit_tree, parse_timestamp  # only commit needs it
+
     repo = get_repo(args)
     src = args.path
     for tree in args.tree:
