@@ -3,8 +3,8 @@
 The interpreter knows nothing of repositories: it talks to a :class:`DeltaTarget`, which the
 repository layer implements.  Every object is rebuilt, its OSTree checksum computed and
 compared with the part's object list *before* it is handed to the target, so a target only
-ever receives verified objects.  Regular files assembled by ops are written to
-``target.temp_file()`` while they are hashed, never held whole in memory.
+ever receives verified objects.  Regular files assembled by ops are hashed as they are written:
+up to 1 MiB in memory, larger ones to ``target.temp_file()``, never held whole in memory.
 
 A payload is either in memory (:func:`execute_part`) or in a file (:func:`execute_payload_file`,
 where only the framing has been parsed): then blob ranges are read with ``os.pread`` as the ops
@@ -129,16 +129,19 @@ class DeltaTarget(Protocol):
         """Store a metadata object whose sha256 has been verified to be ``csum``."""
         ...
 
-    def write_content_object(self, csum: str, meta: ContentMeta, data: BinaryIO | None) -> None:
-        """Store a verified content object; ``data`` (None for symlinks) is at offset 0.
-
-        ``data`` is either a read-only view of the part or a file from :meth:`temp_file`;
-        the interpreter closes it after this call returns.
+    def write_content_object(
+        self, csum: str, meta: ContentMeta, data: bytes | memoryview | BinaryIO | None
+    ) -> None:
+        """Store a verified content object: ``data`` is None for symlinks, the whole file data
+        for regular files of at most 1 MiB (the target may keep a reference), else a file at
+        offset 0 (a read-only view of the part or a file from :meth:`temp_file`) that the
+        interpreter closes after this call returns.
         """
         ...
 
     def temp_file(self) -> BinaryIO:
-        """A fresh writable, seekable temporary file (in the repository's tmp dir)."""
+        """A fresh writable, seekable temporary file (in the repository's tmp dir), for
+        regular files of more than 1 MiB."""
         ...
 
 
@@ -296,7 +299,10 @@ class _OpStream:
 
 
 class _OpenFile:
-    """A regular file being assembled by o/w/B ops, hashed as it is written."""
+    """A regular file being assembled by o/w/B ops, hashed as it is written.
+
+    Files of at most 1 MiB are collected in memory; larger ones go to ``target.temp_file()``.
+    """
 
     def __init__(
         self, csum: str, meta: ContentMeta, hasher: _Hash, skip: bool, target: DeltaTarget
@@ -307,7 +313,10 @@ class _OpenFile:
         self.written = 0
         self.skip = skip
         self.hasher = hasher
-        self.tmp: BinaryIO | None = None if skip else target.temp_file()
+        self.chunks: list[bytes] = []
+        self.tmp: BinaryIO | None = None
+        if not skip and self.size > _CHUNK:
+            self.tmp = target.temp_file()
 
     def room(self, length: int) -> None:
         if self.written + length > self.size:
@@ -318,14 +327,32 @@ class _OpenFile:
     def write(self, data: bytes | memoryview) -> None:
         self.room(len(data))
         self.written += len(data)
+        if self.skip:
+            return
+        self.hasher.update(data)
         if self.tmp is not None:
-            self.hasher.update(data)
             self.tmp.write(data)
+        else:
+            self.chunks.append(bytes(data))
+
+    def data(self) -> bytes | BinaryIO:
+        """The complete data: bytes, or the temp file rewound to its start."""
+        if self.tmp is None:
+            return b"".join(self.chunks)
+        self.tmp.flush()
+        self.tmp.seek(0)
+        return self.tmp
 
     def close(self) -> None:
+        self.chunks = []
         if self.tmp is not None:
             self.tmp.close()
             self.tmp = None
+
+
+def _with_size(meta: ContentMeta, size: int) -> ContentMeta:
+    """``attrs.evolve(meta, size=size)`` for a regular file's metadata, without its overhead."""
+    return ContentMeta(uid=meta.uid, gid=meta.gid, mode=meta.mode, xattrs=meta.xattrs, size=size)
 
 
 def _checked_digest(csum: str, actual: str) -> None:
@@ -480,14 +507,13 @@ class _Executor:
         self.account(size)
         if self.target.has_object(OBJ_FILE, csum):
             return
-        meta = attrs.evolve(meta, size=size)
+        meta = _with_size(meta, size)
         hasher = prefix.copy()
         if size <= _CHUNK:
             data = self.blob.read(offset, size)
             hasher.update(data)
             _checked_digest(csum, hasher.hexdigest())
-            with io.BytesIO(data) as reader:
-                self.target.write_content_object(csum, meta, reader)
+            self.target.write_content_object(csum, meta, data)
         else:  # hash it piece by piece, then let the target read it the same way
             for chunk in self.blob_chunks(offset, size):
                 hasher.update(chunk)
@@ -508,7 +534,7 @@ class _Executor:
             raise FormatError("delta open op for something that is not a regular file")
         self.account(size)
         skip = self.target.has_object(OBJ_FILE, csum)
-        self.file = _OpenFile(csum, attrs.evolve(meta, size=size), prefix.copy(), skip, self.target)
+        self.file = _OpenFile(csum, _with_size(meta, size), prefix.copy(), skip, self.target)
 
     def op_write(self) -> None:
         length, offset = self.arg(), self.arg()
@@ -552,11 +578,9 @@ class _Executor:
                 raise FormatError(
                     f"delta closed object {file.csum} after {file.written} of {file.size} bytes"
                 )
-            if file.tmp is not None:
+            if not file.skip:
                 _checked_digest(file.csum, file.hasher.hexdigest())
-                file.tmp.flush()
-                file.tmp.seek(0)
-                self.target.write_content_object(file.csum, file.meta, file.tmp)
+                self.target.write_content_object(file.csum, file.meta, file.data())
                 self.written += 1
         finally:
             file.close()

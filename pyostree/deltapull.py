@@ -123,6 +123,7 @@ async def try_delta(p: _Puller, ref: str, csum: str, commit: Commit, result: Pul
         raise ChecksumError(f"static delta superblock {name} does not match its published "
                             f"checksum", expected=offered.get(name, ""), actual=digest)
     sb, _sigs = read_superblock(data)
+    del data, _sigs  # up to megabytes, not needed while the parts are applied
     if sb.to_checksum != csum or sb.from_checksum != frm:
         raise FormatError(f"static delta {name} describes {sb.name}")
     if sb.commit != repo_commit_bytes(p, csum):
@@ -172,9 +173,11 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
     if free is not None and need > free:
         raise RepoError(f"static delta {name} needs {need} bytes, only {free} free")
     # A pipeline: up to two parts download while one part is decompressed (in a worker thread)
-    # and the part before it executes (in the other).  Only one xz dictionary (up to 32 MiB)
-    # is alive at a time, and at most one decompressed part waits for the executor.
+    # and another executes (in the other).  Only one xz dictionary (up to 32 MiB) is alive at
+    # a time.  Decompressed payloads wait in unnamed files, not in memory: the decompressor
+    # runs ahead of the executor by up to one part, so neither waits for the other.
     downloads = asyncio.Semaphore(2)
+    unpacked = asyncio.Semaphore(3)  # parts being decompressed, waiting or executing
     unpacking = asyncio.Lock()
     executing = asyncio.Lock()
 
@@ -212,20 +215,21 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
             p.stats.delta_parts += 1
             p.stats.delta_bytes += header.size
             p.stats.bytes += header.size
-        async with unpacking:
-            if inline is None:
-                part = await in_worker(lambda: unpack_file(path, header))
-            else:
-                part = await in_worker(lambda: unpack_part(txn, inline, header, inline=True))
+        async with unpacked:
+            async with unpacking:
+                if inline is None:
+                    part = await in_worker(lambda: unpack_file(path, header))
+                else:
+                    part = await in_worker(lambda: unpack_part(txn, inline, header, inline=True))
             try:
                 await executing.acquire()
             except BaseException:
                 part.close()
                 raise
-        try:
-            await in_worker(lambda: execute_and_close(part))
-        finally:
-            executing.release()
+            try:
+                await in_worker(lambda: execute_and_close(part))
+            finally:
+                executing.release()
 
     for fb in sb.fallbacks:
         p.sizes[fb.checksum] = (fb.compressed_size, fb.uncompressed_size)
@@ -240,6 +244,9 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
     for fb in sb.fallbacks:
         if not txn.has_object(ObjectType.FILE, fb.checksum):
             await p.fetch_content(fb.checksum)
+    # fetch_content hands objects to the storer threads: wait until they are staged, or the
+    # object walk that follows would not find them and fetch them again.
+    await p.flush()
     p.after_success.append(cache.remove)
 
 

@@ -36,7 +36,7 @@ from .formats.delta import (
 )
 from .formats.objects import parse_metadata
 from .maintenance import walk_commit
-from .repo import Repo
+from .repo import Repo, RepoMode
 from .transaction import ContentWriter, Transaction
 
 _CHUNK = 256 * 1024
@@ -50,9 +50,13 @@ class RepoDeltaTarget:
 
     def __init__(self, txn: Transaction) -> None:
         self.txn = txn
+        self._types = {int(t): t for t in ObjectType}
+        # (uid, gid, mode, xattrs) → the user.ostreemeta value of bare-user objects: a part's
+        # thousands of files share a handful.
+        self._ostreemeta: dict[tuple[int, int, int, tuple[tuple[bytes, bytes], ...]], bytes] = {}
 
     def has_object(self, objtype: int, csum: str) -> bool:
-        return self.txn.has_object(ObjectType(objtype), csum)
+        return self.txn.has_object(self._types[objtype], csum)
 
     def open_content_source(self, csum: str) -> BinaryIO:
         _, stream = self.txn.repo.open_content(csum)
@@ -60,22 +64,34 @@ class RepoDeltaTarget:
             raise FormatError(f"delta read source {csum} is a symlink")
         if stream.seekable():
             return cast(BinaryIO, stream)
-        copy = self.temp_file()
+        # An archive object inflates on the fly: copy it (in memory up to 1 MiB) to seek in it.
+        staging = self.txn.staging
+        copy = cast(BinaryIO, tempfile.SpooledTemporaryFile(  # noqa: SIM115 - the caller closes it
+            _SPOOL_MAX, dir=None if staging is None else str(staging)))
         with stream:
             shutil.copyfileobj(stream, copy, _CHUNK)
         copy.seek(0)
         return copy
 
     def write_metadata_object(self, objtype: int, csum: str, data: bytes) -> None:
-        self.txn.write_metadata(ObjectType(objtype), data, csum)
+        self.txn.write_metadata(self._types[objtype], data, csum)
 
-    def write_content_object(self, csum: str, meta: ContentMeta, data: BinaryIO | None) -> None:
+    def write_content_object(self, csum: str, meta: ContentMeta,
+                             data: bytes | memoryview | BinaryIO | None) -> None:
         header = FileHeader(meta.uid, meta.gid, meta.mode, meta.symlink_target,
                             tuple(sorted(meta.xattrs)), meta.size)
+        ostreemeta = None
+        if self.txn.repo.mode is RepoMode.BARE_USER and not meta.is_symlink:
+            key = (header.uid, header.gid, header.mode, header.xattrs)
+            ostreemeta = self._ostreemeta.get(key)
+            if ostreemeta is None:
+                ostreemeta = self._ostreemeta[key] = header.ostreemeta()
         # The executor verified the checksum: stage the data without hashing it again.
-        writer = ContentWriter(self.txn, header, checksum=csum)
+        writer = ContentWriter(self.txn, header, checksum=csum, ostreemeta=ostreemeta)
         try:
-            if data is not None:
+            if isinstance(data, bytes | memoryview):
+                writer.write(data)
+            elif data is not None:
                 while chunk := data.read(_CHUNK):
                     writer.write(chunk)
         except BaseException:
@@ -84,11 +100,13 @@ class RepoDeltaTarget:
         writer.finish(csum)
 
     def temp_file(self) -> BinaryIO:
-        # Files the executor assembles are mostly small: keep those in memory (no file to
-        # create), and spill to an unnamed staging file past 1 MiB.
+        # Only files of more than 1 MiB are assembled in temp files: an unnamed staging file.
         staging = self.txn.staging
-        return cast(BinaryIO, tempfile.SpooledTemporaryFile(
-            _SPOOL_MAX, dir=None if staging is None else str(staging)))
+        try:
+            return cast(BinaryIO, tempfile.TemporaryFile(
+                dir=None if staging is None else str(staging)))
+        except OSError as exc:
+            raise os_error(exc, "creating a temporary file") from exc
 
 
 def read_superblock(data: bytes) -> tuple[DeltaSuperblock, dict[str, tuple[bytes, ...]]]:

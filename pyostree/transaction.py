@@ -1,10 +1,11 @@
 """Repository transactions: verified objects are staged, synced, then renamed into ``objects/``.
 
 An object never appears under ``objects/`` before its bytes are durable: objects are written to
-``tmp/staging-<boot-id>-<random>/``, and :meth:`Transaction.commit` runs ``syncfs`` before the
-renames (libostree does the same). A crashed transaction leaves a staging directory; the next
-transaction re-verifies every object in it before adopting it, so nothing is fetched twice and
-nothing unverified is trusted.
+temp files in ``tmp/staging-<boot-id>-<random>/``, renamed to ``XX/REST.EXT`` there (the layout
+of ``objects/``) once verified, and :meth:`Transaction.commit` runs ``syncfs`` before moving them
+(libostree does the same). A prefix directory that ``objects/`` lacks moves with one rename.
+A crashed transaction leaves a staging directory; the next transaction re-verifies every object
+in it before adopting it, so nothing is fetched twice and nothing unverified is trusted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from .core import ObjectType, is_checksum, loose_object_path
+from .core import ObjectType, is_checksum
 from .errors import ChecksumError, FormatError, PyOstreeError, RepoError
 from .fileio import file_lock, os_error, syncfs
 from .formats.content import (
@@ -35,6 +36,7 @@ from .formats.objects import parse_object
 from .repo import OSTREEMETA_XATTR, Repo, RepoMode
 
 _CHUNK = 256 * 1024
+_PREFIXES = frozenset(f"{i:02x}" for i in range(256))
 
 
 def boot_id() -> str:
@@ -66,15 +68,18 @@ class ContentWriter:
     executor verifies every object before writing it), so the data is not hashed twice.
     """
 
-    def __init__(self, txn: Transaction, header: FileHeader, *, checksum: str | None = None
-                 ) -> None:
+    def __init__(self, txn: Transaction, header: FileHeader, *, checksum: str | None = None,
+                 ostreemeta: bytes | None = None) -> None:
         self.txn = txn
         self.header = header
         self.hasher: ContentHasher | _VerifiedDigest = (
             ContentHasher(header) if checksum is None else _VerifiedDigest(checksum))
+        # The bare-user xattr value, when the caller has it at hand (it depends only on the
+        # ownership, mode and xattrs, so a delta part's objects share a few of them).
+        self._ostreemeta = ostreemeta
         self.size = 0
         mode = txn.repo.mode
-        self.path = txn.new_temp_path()
+        self.path = txn.new_temp_file(checksum)
         self._compressor = new_compressor() if mode.is_archive else None
         self._fd = -1
         if header.is_symlink:
@@ -159,7 +164,7 @@ class ContentWriter:
             if mode is RepoMode.BARE_USER:
                 perm = 0o644 if h.is_symlink else (h.mode & 0o775) | stat.S_IRUSR
                 os.fchmod(fd, perm)
-                os.setxattr(fd, OSTREEMETA_XATTR, h.ostreemeta())
+                os.setxattr(fd, OSTREEMETA_XATTR, self._ostreemeta or h.ostreemeta())
             elif mode is RepoMode.BARE_USER_ONLY:
                 os.fchmod(fd, h.mode & 0o775 | stat.S_IRUSR)
             else:
@@ -190,12 +195,17 @@ class Transaction:
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self._lock = threading.Lock()
-        # The staging directory itself records what is staged (``CSUM.EXT`` files): no
-        # per-object state in memory, which matters for trees of tens of thousands of objects.
+        # The staging directory itself records what is staged (``XX/REST.EXT`` files, named as
+        # in ``objects/``): no per-object state in memory, which matters for trees of tens of
+        # thousands of objects.
         self._n_staged = 0
+        self._dirs: set[str] = set()  # prefix directories made in the staging directory
         self._counter = 0
         self._lock_cm: contextlib.AbstractContextManager[None] | None = None
         self.staging: Path | None = None
+        # ``staging`` as a string ending in "/": the per-object paths are built with plain
+        # string formatting (a pathlib join costs more than the lstat it feeds).
+        self._prefix = ""
 
     # -------------------------------------------------------------- lifecycle
 
@@ -215,6 +225,7 @@ class Transaction:
             tmp.mkdir(exist_ok=True)
             self.staging = tmp / f"staging-{boot_id()}-{secrets.token_hex(6)}"
             self.staging.mkdir()
+            self._prefix = f"{self.staging}/"
         except OSError as exc:
             raise os_error(exc, "creating a staging directory") from exc
         self._lock_cm = file_lock(self.staging / ".lock", what="staging directory")
@@ -234,14 +245,19 @@ class Transaction:
                 continue  # another live transaction owns it
             try:
                 for entry in os.scandir(old):
-                    if entry.name == ".lock" or entry.name.startswith("tmp-"):
-                        continue
-                    self._adopt_one(Path(entry.path), entry.name)
+                    name = entry.name
+                    if _is_prefix_dir(entry):
+                        for sub in os.scandir(entry.path):
+                            if not sub.name.startswith("tmp-"):
+                                self._adopt_one(Path(sub.path), name + sub.name)
+                    elif name != ".lock" and not name.startswith("tmp-"):
+                        self._adopt_one(Path(entry.path), name)  # the flat layout of old
             finally:
                 cm.__exit__(None, None, None)
             shutil.rmtree(old, ignore_errors=True)
 
     def _adopt_one(self, path: Path, name: str) -> None:
+        """Adopt ``path``, named ``CSUM.EXT``, if it is the verified object it claims to be."""
         stem, _, ext = name.partition(".")
         try:
             otype = ObjectType.from_extension(ext)
@@ -262,39 +278,72 @@ class Transaction:
                 return
         except (PyOstreeError, OSError, ValueError):
             return
-        assert self.staging is not None
-        dest = self.staging / name
-        with contextlib.suppress(OSError):
-            os.rename(path, dest)
+        with contextlib.suppress(OSError, PyOstreeError):
+            self._prefix_dir(stem)
+            os.rename(path, self._staged_file(otype, stem))
             with self._lock:
                 self._n_staged += 1
 
     def new_temp_path(self) -> Path:
+        return Path(self.new_temp_file())
+
+    def new_temp_file(self, csum: str | None = None) -> str:
+        """A fresh name for a temp file in the staging directory (not created).
+
+        Given the checksum of the object it will hold, the name is in that object's prefix
+        directory: creating a file locks its directory while the kernel allocates the inode,
+        so writers in different directories do not wait for each other."""
         assert self.staging is not None, "transaction not begun"
         with self._lock:
             self._counter += 1
             n = self._counter
-        return self.staging / f"tmp-{threading.get_ident()}-{n}"
+        if csum is None:
+            return f"{self._prefix}tmp-{threading.get_ident()}-{n}"
+        prefix = self._prefix_dir(csum)
+        return f"{prefix}/tmp-{threading.get_ident()}-{n}"
 
-    def stage(self, path: Path, objtype: ObjectType, csum: str) -> None:
+    def _prefix_dir(self, csum: str) -> str:
+        """The staging directory ``XX`` of an object, made if needed."""
+        prefix = csum[:2]
+        path = self._prefix + prefix
+        if prefix not in self._dirs:
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise os_error(exc, "creating a staging directory") from exc
+            with self._lock:
+                self._dirs.add(prefix)
+        return path
+
+    def _staged_file(self, objtype: ObjectType, csum: str) -> str:
+        """Where a staged object lives: ``XX/REST.EXT`` as in ``objects/`` (``.filez``...)."""
+        ext = "filez" if objtype is ObjectType.FILE and self.repo.mode.is_archive else (
+            objtype.extension)
+        return f"{self._prefix}{csum[:2]}/{csum[2:]}.{ext}"
+
+    def stage(self, path: str | Path, objtype: ObjectType, csum: str) -> None:
         """Move a verified temp file into the staging area under its final name."""
         assert self.staging is not None
-        name = f"{csum}.{objtype.extension}"
+        self._prefix_dir(csum)
         try:
-            os.rename(path, self.staging / name)
+            os.rename(path, self._staged_file(objtype, csum))
         except OSError as exc:
             raise os_error(exc, "staging an object") from exc
         with self._lock:
             self._n_staged += 1
 
     def has_object(self, objtype: ObjectType, csum: str) -> bool:
-        return self.repo.has_object(objtype, csum) or self.staged_path(objtype, csum) is not None
+        lexists = os.path.lexists
+        return lexists(self.repo.object_file(objtype, csum)) or bool(
+            self._prefix and lexists(self._staged_file(objtype, csum)))
 
     def staged_path(self, objtype: ObjectType, csum: str) -> Path | None:
-        if self.staging is None:
+        if not self._prefix:
             return None
-        path = self.staging / f"{csum}.{objtype.extension}"
-        return path if os.path.lexists(path) else None
+        path = self._staged_file(objtype, csum)
+        return Path(path) if os.path.lexists(path) else None
 
     # -------------------------------------------------------------- writers
 
@@ -314,13 +363,18 @@ class Transaction:
         parse_object(objtype, data)
         if objtype is not ObjectType.COMMIT_META and self.has_object(objtype, csum):
             return csum
-        path = self.new_temp_path()
+        path = self.new_temp_file(csum)
         try:
-            with open(path, "wb") as fh:
-                fh.write(data)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                path.unlink()
+                os.unlink(path)
             raise os_error(exc, f"writing {objtype.extension} object") from exc
         # Detached metadata is mutable: a newer copy replaces the staged one (rename).
         self.stage(path, objtype, csum)
@@ -361,20 +415,10 @@ class Transaction:
         try:
             if self._n_staged:
                 syncfs(self.staging)
-            created: set[str] = set()
             with os.scandir(self.staging) as entries:
-                for entry in entries:
-                    csum, _, ext = entry.name.partition(".")
-                    if not is_checksum(csum):
-                        continue  # .lock, tmp-*
-                    objtype = ObjectType.from_extension(ext)
-                    rel = loose_object_path(csum, objtype, archive=repo.mode.is_archive)
-                    prefix = csum[:2]
-                    if prefix not in created:
-                        (repo.objects_dir / prefix).mkdir(exist_ok=True)
-                        created.add(prefix)
-                    os.rename(entry.path, repo.path / rel)
-                    count += 1
+                prefixes = [e.name for e in entries if _is_prefix_dir(e)]  # not .lock, tmp-*
+            for prefix in prefixes:
+                count += self._commit_prefix(prefix)
             if count:
                 syncfs(repo.objects_dir)
         except OSError as exc:
@@ -383,12 +427,36 @@ class Transaction:
         self._finish()
         return count
 
+    def _commit_prefix(self, prefix: str) -> int:
+        """Move the staged objects ``XX/*`` into ``objects/XX/``; return how many there were.
+
+        Where ``objects/XX`` does not exist yet (or is empty) the directory moves whole."""
+        src = self._prefix + prefix
+        dest = f"{self.repo.objects_dir}/{prefix}"
+        names = []
+        for name in os.listdir(src):
+            if name.startswith("tmp-"):  # left by a writer that failed; never an object
+                os.unlink(f"{src}/{name}")
+            else:
+                names.append(name)
+        if not names:
+            return 0
+        try:
+            os.rename(src, dest)
+            return len(names)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        for name in names:
+            os.rename(f"{src}/{name}", f"{dest}/{name}")
+        return len(names)
+
     def abort(self, *, keep_staged: bool = False) -> None:
         """Drop the transaction. With ``keep_staged`` the next transaction may re-verify and
         reuse what was staged (resume); otherwise the staging directory is removed."""
         if self.staging is None:
             return
-        for entry in list(self.staging.glob("tmp-*")):
+        for entry in [*self.staging.glob("tmp-*"), *self.staging.glob("??/tmp-*")]:
             with contextlib.suppress(OSError):
                 entry.unlink()
         staging = self.staging
@@ -403,6 +471,13 @@ class Transaction:
         if self.staging is not None and not self._n_staged:
             shutil.rmtree(self.staging, ignore_errors=True)
         self.staging = None
+        self._prefix = ""
+        self._dirs = set()
+
+
+def _is_prefix_dir(entry: os.DirEntry[str]) -> bool:
+    """A ``XX`` object prefix directory (two lowercase hex digits)."""
+    return entry.name in _PREFIXES and entry.is_dir(follow_symlinks=False)
 
 
 def verify_staged_content(repo: Repo, path: Path) -> str:

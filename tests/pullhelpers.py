@@ -174,12 +174,12 @@ def checksums_in(log: Sequence[RequestRecord], ext: str) -> set[str]:
 
 
 def staged_checksums(repo: Path) -> set[str]:
-    """Content objects sitting verified in ``tmp/staging-*`` (named ``CSUM.file``)."""
+    """Content objects sitting verified in ``tmp/staging-*`` (named ``XX/REST.file``)."""
     out = set()
-    for path in repo.glob("tmp/staging-*/*"):
+    for path in repo.glob("tmp/staging-*/??/*"):
         stem, _, ext = path.name.partition(".")
-        if ext in ("file", "filez") and len(stem) == 64:
-            out.add(stem)
+        if ext in ("file", "filez") and len(stem) == 62:
+            out.add(path.parent.name + stem)
     return out
 
 

@@ -455,7 +455,7 @@ def test_cached_copy_of_client(world: World, srv: FaultServer, tmp_path: Path) -
         gate.set()
     twin = copy_repo(case.client, tmp_path / "twin")
     staged = next(twin.glob("tmp/staging-*"))
-    victim = next(p for p in staged.iterdir() if p.name.endswith((".file", ".filez")))
+    victim = next(p for p in staged.glob("??/*") if p.name.endswith((".file", ".filez")))
     victim.write_bytes(flip_byte(victim.read_bytes(), 20))
     srv.clear_faults()
     cli("--repo", twin, "pull", "origin", "main")
