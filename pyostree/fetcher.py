@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import email.utils
 import math
 import random
 import ssl
@@ -179,7 +178,9 @@ class BaseFetcher(abc.ABC):
         if config.max_in_flight < 1 or config.retries < 0 or config.max_redirects < 0:
             raise ValueError("max_in_flight must be >= 1, retries and max_redirects >= 0")
         self.config = config
-        self._ssl = make_ssl_context(config)
+        # The system trust store is loaded on first use (plain-HTTP pulls never need it);
+        # a context with files of its own is built now, so bad files fail here.
+        self._ssl_context = None if _plain_tls(config) else make_ssl_context(config)
         self._sem = asyncio.Semaphore(config.max_in_flight)
         self._rng = random.Random()
         self._zstd = _zstd is not None and config.accept_zstd
@@ -191,6 +192,12 @@ class BaseFetcher(abc.ABC):
         for name, value in config.headers:
             headers[name] = value
         self._headers = headers
+
+    @property
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = make_ssl_context(self.config)
+        return self._ssl_context
 
     # -- what a back-end provides ---------------------------------------------------------
 
@@ -524,6 +531,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
@@ -537,13 +546,18 @@ def parse_retry_after(value: str | None) -> float | None:
 _default_ssl: ssl.SSLContext | None = None
 
 
+def _plain_tls(config: FetchConfig) -> bool:
+    """True if ``config`` asks for the system trust store and nothing else."""
+    return not (config.tls_ca_path or config.tls_client_cert_path or config.tls_permissive)
+
+
 def make_ssl_context(config: FetchConfig) -> ssl.SSLContext:
     """The client TLS context for ``config``; unreadable files raise ``FetchError``.
 
     The system-trust context is built once and shared (loading the store costs ~0.1 s);
     contexts with files of their own are rebuilt so a rotated CA file is re-read."""
     global _default_ssl
-    plain = not (config.tls_ca_path or config.tls_client_cert_path or config.tls_permissive)
+    plain = _plain_tls(config)
     if plain and _default_ssl is not None:
         return _default_ssl
     try:
@@ -603,25 +617,16 @@ def tls_verify_error(exc: BaseException, url: str) -> FetchError | None:
 
 
 def make_fetcher(config: FetchConfig | None = None, *, backend: str | None = None) -> BaseFetcher:
-    """A fetcher for ``config``: the lean HTTP/1.1 transport of ``fetcher_h1`` (fast path),
-    httpx when HTTP/2 is asked for, aiohttp (or httpx without it) through a proxy.
-    ``backend`` ("h1", "aiohttp" or "httpx") forces one."""
+    """A fetcher for ``config``: aiohttp (fast path) unless HTTP/2 is asked for or aiohttp is
+    missing, then httpx. ``backend`` ("aiohttp" or "httpx") forces one."""
     config = config or FetchConfig()
     if backend is None:
-        if config.http2:
-            backend = "httpx"
-        elif not config.proxy:
-            backend = "h1"
-        else:
-            backend = "aiohttp"
+        backend = "httpx" if config.http2 else "aiohttp"
+        if backend == "aiohttp":
             try:
                 import aiohttp  # noqa: F401
             except ImportError:
                 backend = "httpx"
-    if backend == "h1":
-        from pyostree.fetcher_h1 import H1Fetcher
-
-        return H1Fetcher(config)
     if backend == "aiohttp":
         from pyostree.fetcher_aiohttp import AiohttpFetcher
 
