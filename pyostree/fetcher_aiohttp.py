@@ -45,9 +45,9 @@ class AiohttpFetcher(BaseFetcher):
         session = self._session
         if session is None or session.closed:
             cfg = self.config
-            connector = aiohttp.TCPConnector(
-                limit=cfg.max_in_flight, ssl=self._ssl, ttl_dns_cache=300
-            )
+            # The TLS context goes with each https request (_open): building one loads the
+            # system trust store (~45 ms), which a plain-HTTP pull never needs.
+            connector = aiohttp.TCPConnector(limit=cfg.max_in_flight, ttl_dns_cache=300)
             session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout),
@@ -60,9 +60,13 @@ class AiohttpFetcher(BaseFetcher):
         return session
 
     async def _open(self, url: str, headers: dict[str, str]) -> _Response:
-        resp = await self._get_session().get(
-            url, headers=headers, allow_redirects=False, proxy=self.config.proxy
-        )
+        session = self._get_session()
+        if url[:6].lower() == "https:":
+            resp = await session.get(url, headers=headers, allow_redirects=False,
+                                     proxy=self.config.proxy, ssl=self._ssl)
+        else:
+            resp = await session.get(url, headers=headers, allow_redirects=False,
+                                     proxy=self.config.proxy)
         return _Response(resp)
 
     def _translate(self, exc: Exception, url: str) -> FetchError:
