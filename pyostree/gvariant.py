@@ -193,22 +193,34 @@ def read_tail_offset(data: bytes, index: int = 1) -> tuple[int, int]:
     return int.from_bytes(data[start : start + osz], "little"), osz
 
 
-def split_array(data: bytes) -> list[bytes]:
-    """Elements of an array of variable-size, alignment-1 elements (bounds-checked only: the
-    caller proves normal form by re-encoding)."""
+def array_ends(data: bytes) -> Sequence[int]:
+    """Element ends of an array of variable-size, alignment-1 elements, its framing checked
+    as normal form requires (offset size, table bounds). The ends themselves must still be
+    checked to rise by the caller; then every one is in bounds."""
     n = len(data)
-    if n == 0:
-        return []
-    last_end, osz = read_tail_offset(data)
-    if last_end > n or (n - last_end) % osz:
+    if not n:
+        return ()
+    osz = _offset_size(n)
+    last_end = int.from_bytes(data[n - osz :], "little")
+    if last_end > n - osz or (n - last_end) % osz:
         raise FormatError("GVariant array framing offset out of range")
     count = (n - last_end) // osz
-    ends: Sequence[int] = (data[last_end:n] if osz == 1
+    if pick_offset_size(last_end, count) != osz:
+        raise FormatError("GVariant array framing offsets are not of their normal size")
+    ends: Sequence[int] = (data[last_end:] if osz == 1
                            else struct.unpack_from(f"<{count}{OFFSET_CODES[osz]}", data, last_end))
+    if max(ends) != last_end:
+        raise FormatError("GVariant array framing offsets out of order")
+    return ends
+
+
+def split_array(data: bytes) -> list[bytes]:
+    """Elements of an array of variable-size, alignment-1 elements (framing checked; the
+    elements' own normal form is the caller's)."""
     items = []
     start = 0
-    for end in ends:
-        if start > end or end > last_end:
+    for end in array_ends(data):
+        if end < start:
             raise FormatError("GVariant array framing offsets out of order")
         items.append(data[start:end])
         start = end

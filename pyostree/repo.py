@@ -151,7 +151,7 @@ class Repo:
         self.mode = RepoMode.parse(config.get("core", "mode", "bare") or "bare")
         self.objects_dir = path / "objects"
         # A plain-string prefix for the per-object hot paths (pathlib costs ~20 us a join).
-        self._objects_prefix = f"{self.objects_dir}/"
+        self._prefix = f"{path}/"
         self.tmp_dir = path / "tmp"
         self.state_dir = path / "state"
 
@@ -259,8 +259,7 @@ class Repo:
 
     def object_file(self, objtype: ObjectType, csum: str) -> str:
         """:meth:`object_path` as a string, built without pathlib (for per-object loops)."""
-        ext = "filez" if objtype is ObjectType.FILE and self.mode.is_archive else objtype.extension
-        return f"{self._objects_prefix}{csum[:2]}/{csum[2:]}.{ext}"
+        return self._prefix + loose_object_path(csum, objtype, archive=self.mode.is_archive)
 
     def has_object(self, objtype: ObjectType, csum: str) -> bool:
         return os.path.lexists(self.object_path(objtype, csum))

@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import stat
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -152,14 +152,6 @@ class DirTree:
             raise FormatError("dirtree has a name that is both a file and a directory")
         return cls(files, dirs)
 
-    def validate_names(self) -> None:
-        for entries in (self.files, self.dirs):
-            names = [e[0].encode() for e in entries]
-            if any(a >= b for a, b in itertools.pairwise(names)):
-                raise FormatError("dirtree entries are not sorted and unique")
-        if {f[0] for f in self.files} & {d[0] for d in self.dirs}:
-            raise FormatError("dirtree has a name that is both a file and a directory")
-
     def to_bytes(self) -> bytes:
         return _encode_dirtree(
             [(n.encode(), checksum_to_bytes(c)) for n, c in self.files],
@@ -211,33 +203,13 @@ def _encode_dirtree(files: list[tuple[bytes, bytes]], dirs: list[tuple[bytes, by
     return frame(files_array + frame(b"".join(parts), ends), (len(files_array),))
 
 
-def _array_ends(arr: bytes) -> Sequence[int]:
-    """Element ends of a normal-form array of variable-size, alignment-1 elements."""
-    n = len(arr)
-    if not n:
-        return ()
-    osz = gv.offset_size(n)
-    last_end = int.from_bytes(arr[n - osz :], "little")
-    if last_end > n - osz or (n - last_end) % osz:
-        raise FormatError("GVariant array framing offset out of range")
-    if gv.pick_offset_size(last_end, (n - last_end) // osz) != osz:
-        raise FormatError("GVariant array framing offsets are not of their normal size")
-    count = (n - last_end) // osz
-    code = gv.OFFSET_CODES[osz]
-    ends: Sequence[int] = (arr[last_end:] if osz == 1
-                           else struct.unpack_from(f"<{count}{code}", arr, last_end))
-    if max(ends) != last_end:  # with strictly rising ends (the caller checks), all in bounds
-        raise FormatError("GVariant array framing offsets out of order")
-    return ends
-
-
 def _split_entries(arr: bytes, members: int) -> list[tuple[bytes, ...]]:
     """``(say)`` (members=1) or ``(sayay)`` (members=2) array elements as (name, checksum...),
     each checksum 32 bytes. Checks everything normal form requires (bounds, NULs, offset sizes)
     explicitly instead of re-encoding, which is what makes this hot loop cheap."""
     out: list[tuple[bytes, ...]] = []
     start = 0
-    for end in _array_ends(arr):
+    for end in gv.array_ends(arr):
         size = end - start
         if size <= 0:
             raise FormatError("GVariant array framing offsets out of order")
