@@ -24,7 +24,7 @@ from .core import ObjectType
 from .errors import FormatError, RepoError
 from .fileio import os_error, read_file
 from .formats.content import parse_ostreemeta
-from .repo import OSTREEMETA_XATTR, Repo, RepoMode, utf8_target
+from .repo import OSTREEMETA_XATTR, Repo, RepoMode, bare_user_symlink_target
 
 _CHUNK = 256 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -50,7 +50,7 @@ class _Checkout:
         self.repo = repo
         self.opts = opts
         self.progress = progress
-        self.written = 0  # files (and symlinks) written, exact once the checkout is done
+        self.written = 0  # files (and symlinks) written; set by report_end
         self._count = itertools.count(1)  # next() on it is atomic: the workers share it
         self._progress_lock = threading.Lock()
         # Without a callback the per-file check never fires: one int comparison per file.
@@ -77,7 +77,6 @@ class _Checkout:
 
     def _wrote_file(self) -> None:
         n = next(self._count)
-        self.written = n
         if n >= self._next_report:
             with self._progress_lock:
                 if n >= self._next_report:
@@ -171,10 +170,7 @@ class _Checkout:
 
     @staticmethod
     def _symlink_from_bare_user(dfd: int, name: str, src: str, csum: str) -> None:
-        raw = read_file(src)
-        if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
-            raise FormatError(f"bare-user symlink object {csum} lacks its NUL")
-        os.symlink(utf8_target(raw[:-1], csum), name, dir_fd=dfd)
+        os.symlink(bare_user_symlink_target(read_file(src), csum), name, dir_fd=dfd)
 
     # -- directories
     #

@@ -177,6 +177,16 @@ def frame(body: bytes, ends: Sequence[int]) -> bytes:
 OFFSET_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
+def decode_string(raw: bytes) -> str:
+    """The text of a GVariant string without its terminating NUL: no NUL inside, UTF-8."""
+    if 0 in raw:
+        raise FormatError("GVariant string contains a NUL byte")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError("GVariant string is not valid UTF-8") from exc
+
+
 def offset_size(total: int) -> int:
     """Size of each framing offset in a serialised container of ``total`` bytes."""
     return _offset_size(total)
@@ -247,12 +257,7 @@ def _decode(t: GType, data: bytes, depth: int) -> Any:
     if code in _STRINGS:
         if n == 0 or data[-1] != 0:
             raise FormatError("GVariant string is not NUL-terminated")
-        if 0 in data[:-1]:
-            raise FormatError("GVariant string contains a NUL byte")
-        try:
-            return data[:-1].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError("GVariant string is not valid UTF-8") from exc
+        return decode_string(data[:-1])
     if code == "v":
         sep = data.rfind(b"\0")
         if sep < 0:

@@ -255,7 +255,7 @@ class Repo:
     # ------------------------------------------------------------------ objects
 
     def object_path(self, objtype: ObjectType, csum: str) -> Path:
-        return self.path / loose_object_path(csum, objtype, archive=self.mode.is_archive)
+        return Path(self.object_file(objtype, csum))
 
     def object_file(self, objtype: ObjectType, csum: str) -> str:
         """:meth:`object_path` as a string, built without pathlib (for per-object loops)."""
@@ -327,9 +327,7 @@ class Repo:
                 if stat.S_ISLNK(mode):
                     with open(path, "rb") as fh:
                         raw = fh.read(8192)
-                    if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
-                        raise FormatError(f"bare-user symlink object {csum} lacks its NUL")
-                    return FileHeader(uid, gid, mode, utf8_target(raw[:-1], csum)), None
+                    return FileHeader(uid, gid, mode, bare_user_symlink_target(raw, csum)), None
                 return FileHeader(uid, gid, mode, "", xattrs, st.st_size), open(path, "rb")
             if self.mode is RepoMode.BARE_USER_ONLY:
                 if stat.S_ISLNK(st.st_mode):
@@ -552,6 +550,13 @@ def utf8_target(raw: bytes, csum: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError(f"symlink object {csum} has a target that is not UTF-8") from None
+
+
+def bare_user_symlink_target(raw: bytes, name: str) -> str:
+    """The target a bare-user symlink object stores as its data: UTF-8 and one final NUL."""
+    if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
+        raise FormatError(f"bare-user symlink object {name} lacks its NUL")
+    return utf8_target(raw[:-1], name)
 
 
 def read_symlink(path: str | Path, csum: str) -> str:

@@ -502,7 +502,7 @@ def verify_staged_content(repo: Repo, path: Path) -> str:
             inflater.finish()
             return hasher.hexdigest()
     # Bare modes: read the staged file the way Repo.open_content reads objects.
-    from .repo import read_symlink, read_xattrs, utf8_target
+    from .repo import bare_user_symlink_target, read_symlink, read_xattrs
 
     st = os.lstat(path)
     if mode is RepoMode.BARE_USER:
@@ -512,10 +512,7 @@ def verify_staged_content(repo: Repo, path: Path) -> str:
             os.getxattr(path, OSTREEMETA_XATTR, follow_symlinks=False)
         )
         if stat.S_ISLNK(fmode):
-            raw = path.read_bytes()
-            if not raw.endswith(b"\0") or b"\0" in raw[:-1]:
-                raise FormatError("bare-user symlink lacks its NUL")
-            target = utf8_target(raw[:-1], path.name)
+            target = bare_user_symlink_target(path.read_bytes(), path.name)
             return ContentHasher(FileHeader(uid, gid, fmode, target)).hexdigest()
         header = FileHeader(uid, gid, fmode, "", xattrs, st.st_size)
     elif stat.S_ISLNK(st.st_mode):

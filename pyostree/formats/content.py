@@ -134,7 +134,7 @@ def parse_archive_header(data: bytes) -> tuple[FileHeader, int]:
     body = bytes(data[8 : 8 + length])
     fixed, raw_target, xattrs = _split_header_body(body, 24)
     size, uid, gid, mode, rdev = struct.unpack(">QIIII", fixed)
-    target = _target(raw_target)
+    target = gv.decode_string(raw_target)
     validate_mode(mode)
     if rdev:
         raise FormatError("content object with a device number")
@@ -153,7 +153,7 @@ def parse_file_header(data: bytes) -> tuple[FileHeader, int]:
     body = bytes(data[8 : 8 + length])
     fixed, raw_target, xattrs = _split_header_body(body, 16)
     uid, gid, mode, rdev = struct.unpack(">IIII", fixed)
-    target = _target(raw_target)
+    target = gv.decode_string(raw_target)
     validate_mode(mode)
     if rdev:
         raise FormatError("content object with a device number")
@@ -162,15 +162,6 @@ def parse_file_header(data: bytes) -> tuple[FileHeader, int]:
     if header.checksum_header()[8:] != body:
         raise FormatError(f"GVariant {FILE_HEADER_TYPE!r} data is not in normal form")
     return header, 8 + length
-
-
-def _target(raw: bytes) -> str:
-    if b"\0" in raw:
-        raise FormatError("GVariant string contains a NUL byte")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError("GVariant string is not valid UTF-8") from exc
 
 
 def parse_ostreemeta(data: bytes) -> tuple[int, int, int, Xattrs]:
