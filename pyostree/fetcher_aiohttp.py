@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
+from yarl import URL
 
 from pyostree.errors import FetchError, TransientFetchError
 from pyostree.fetcher import BaseFetcher, FetchConfig, describe, tls_verify_error
+
+# A URL made only of these characters is already in the form it goes on the wire (ASCII, no
+# spaces; a "%" is taken as an escape, as yarl would): object URLs are, so yarl is told not
+# to re-encode them, which was ~7% of the event loop's time in a pull of 24k objects.
+_WIRE_READY = re.compile(
+    r"https?://[A-Za-z0-9.:\[\]-]+(?:/(?:[A-Za-z0-9._~/!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)?",
+    re.IGNORECASE)
 
 
 class _Response:
@@ -61,11 +70,12 @@ class AiohttpFetcher(BaseFetcher):
 
     async def _open(self, url: str, headers: dict[str, str]) -> _Response:
         session = self._get_session()
+        target: str | URL = URL(url, encoded=True) if _WIRE_READY.fullmatch(url) else url
         if url[:6].lower() == "https:":
-            resp = await session.get(url, headers=headers, allow_redirects=False,
+            resp = await session.get(target, headers=headers, allow_redirects=False,
                                      proxy=self.config.proxy, ssl=self._ssl)
         else:
-            resp = await session.get(url, headers=headers, allow_redirects=False,
+            resp = await session.get(target, headers=headers, allow_redirects=False,
                                      proxy=self.config.proxy)
         return _Response(resp)
 

@@ -184,9 +184,10 @@ def fetch_config(remote: Remote, options: PullOptions) -> FetchConfig:
 class Spool:
     """Collects a download in memory, spilling to a staging file past :data:`SPOOL_LIMIT`."""
 
-    def __init__(self, txn: Transaction, max_size: int) -> None:
+    def __init__(self, txn: Transaction, max_size: int, csum: str | None = None) -> None:
         self.txn = txn
         self.max_size = max_size
+        self.csum = csum  # of the object downloaded: the spill file is made in its directory
         self.parts: list[bytes] = []
         self.size = 0
         self.path: Path | None = None
@@ -200,7 +201,7 @@ class Spool:
                 return
             self.parts.append(chunk)
             if self.size > SPOOL_LIMIT:
-                self.path = self.txn.new_temp_path()
+                self.path = self.txn.new_temp_path(self.csum)
                 self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish/discard
                 for part in self.parts:
                     self._fh.write(part)
@@ -255,7 +256,7 @@ def store_filez(txn: Transaction, spool: Spool, expected: str, max_unpacked: int
         if spool.path is None:
             _store_filez_bytes(txn, spool.data(), expected, max_unpacked)
             if archive:
-                path = txn.new_temp_path()
+                path = txn.new_temp_path(expected)
                 try:
                     with open(path, "wb") as out_fh:
                         for part in spool.parts:
@@ -344,14 +345,14 @@ def _store_inflated(txn: Transaction, header: FileHeader, chunks: Iterable[bytes
     """Hash the inflated data (archive repos) or write it as a bare object (others)."""
     if not txn.repo.mode.is_archive:
         meta = _ostreemeta(header) if txn.repo.mode is RepoMode.BARE_USER else None
-        writer = ContentWriter(txn, header, ostreemeta=meta)
+        writer = ContentWriter(txn, header, expected=expected, ostreemeta=meta)
         try:
             for chunk in chunks:
                 writer.write(chunk)
         except BaseException:
             writer.abort()
             raise
-        writer.finish(expected)  # verifies the checksum; aborts itself on failure
+        writer.finish()  # verifies the checksum; aborts itself on failure
         return
     hasher = ContentHasher(header)
     for chunk in chunks:
@@ -887,7 +888,7 @@ class _Puller:
                 assert raw is not None
                 tree = self._parse_tree(raw, csum)
                 await self.storer.room()
-                self.storer.submit(self._store_meta, objtype, raw, csum, size=len(raw))
+                self.storer.submit(self._store_meta, objtype, raw, csum, True, size=len(raw))
             self.scan_dirtree(tree)
         else:
             raw = await self.fetch_metadata_object(objtype, csum)
@@ -922,12 +923,13 @@ class _Puller:
         except FormatError as exc:
             raise FormatError(f"invalid dirtree object {csum}: {exc}") from None
 
-    def _store_meta(self, objtype: ObjectType, data: bytes, csum: str) -> None:
-        """Verify and stage a metadata object, with the object named in any error."""
+    def _store_meta(self, objtype: ObjectType, data: bytes, csum: str,
+                    verified: bool = False) -> None:
+        """Verify (unless ``verified`` by :meth:`_parse_tree`) and stage a metadata object,
+        with the object named in any error. The checksum is checked before parsing."""
         assert self.txn is not None
-        self._check_meta(objtype, data, csum)
         try:
-            self.txn.write_metadata(objtype, data, csum)
+            self.txn.write_metadata(objtype, data, csum, verified=verified)
         except FormatError as exc:
             raise FormatError(f"invalid {objtype.extension} object {csum}: {exc}") from None
 
@@ -956,7 +958,7 @@ class _Puller:
             self.stats.fetched += 1
             return
         assert self.fetcher is not None
-        spool = Spool(self.txn, max_archived)
+        spool = Spool(self.txn, max_archived, csum)
         try:
             self.stats.requests += 1
             size = await self.fetcher.fetch_stream(

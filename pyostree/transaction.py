@@ -65,13 +65,18 @@ class ContentWriter:
     """Streams one content object into the staging area in the repository's own format.
 
     With ``checksum`` the caller vouches that the data it writes hashes to it (the delta
-    executor verifies every object before writing it), so the data is not hashed twice.
+    executor verifies every object before writing it), so the data is not hashed twice. With
+    ``expected``, :meth:`finish` checks the data against it. Either way the temp file is made in
+    the object's own staging directory, so staging it is a rename within one directory: a
+    rename across directories takes the filesystem-wide rename lock, and two storer threads
+    then wait for each other.
     """
 
     def __init__(self, txn: Transaction, header: FileHeader, *, checksum: str | None = None,
-                 ostreemeta: bytes | None = None) -> None:
+                 expected: str | None = None, ostreemeta: bytes | None = None) -> None:
         self.txn = txn
         self.header = header
+        self.expected = expected
         self.hasher: ContentHasher | _VerifiedDigest = (
             ContentHasher(header) if checksum is None else _VerifiedDigest(checksum))
         # The bare-user xattr value, when the caller has it at hand (it depends only on the
@@ -79,7 +84,7 @@ class ContentWriter:
         self._ostreemeta = ostreemeta
         self.size = 0
         mode = txn.repo.mode
-        self.path = txn.new_temp_file(checksum)
+        self.path = txn.new_temp_file(checksum or expected)
         self._compressor = new_compressor() if mode.is_archive else None
         self._fd = -1
         if header.is_symlink:
@@ -122,7 +127,10 @@ class ContentWriter:
             self._write_raw(chunk)
 
     def finish(self, expected: str | None = None) -> str:
-        """Verify the checksum (when ``expected`` is given) and stage the object."""
+        """Verify the checksum (when ``expected`` is given here or to the constructor) and
+        stage the object."""
+        if expected is None:
+            expected = self.expected
         try:
             if not self.header.is_symlink and self.size != self.header.size:
                 raise FormatError(
@@ -284,8 +292,8 @@ class Transaction:
             with self._lock:
                 self._n_staged += 1
 
-    def new_temp_path(self) -> Path:
-        return Path(self.new_temp_file())
+    def new_temp_path(self, csum: str | None = None) -> Path:
+        return Path(self.new_temp_file(csum))
 
     def new_temp_file(self, csum: str | None = None) -> str:
         """A fresh name for a temp file in the staging directory (not created).
@@ -347,11 +355,17 @@ class Transaction:
 
     # -------------------------------------------------------------- writers
 
-    def write_metadata(self, objtype: ObjectType, data: bytes, expected: str | None = None) -> str:
-        """Checksum, validate and stage a metadata object. Commitmeta/tombstones need a name."""
+    def write_metadata(self, objtype: ObjectType, data: bytes, expected: str | None = None, *,
+                       verified: bool = False) -> str:
+        """Checksum, validate and stage a metadata object. Commitmeta/tombstones need a name.
+
+        ``verified`` says the caller has already checked ``data`` against ``expected`` and
+        parsed it (the pull parses every dirtree as it arrives), so neither is done twice."""
         if objtype in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
             if expected is None:
                 raise ValueError("detached metadata needs the commit checksum")
+            csum = expected
+        elif verified and expected is not None:
             csum = expected
         else:
             csum = hashlib.sha256(data).hexdigest()
@@ -360,7 +374,8 @@ class Transaction:
                     f"corrupted {objtype.extension} object; checksum expected={expected} "
                     f"actual={csum}", expected=expected, actual=csum,
                 )
-        parse_object(objtype, data)
+        if not verified:
+            parse_object(objtype, data)
         if objtype is not ObjectType.COMMIT_META and self.has_object(objtype, csum):
             return csum
         path = self.new_temp_file(csum)
@@ -390,14 +405,14 @@ class Transaction:
             for _ in chunks:
                 pass
             return expected
-        writer = ContentWriter(self, header)
+        writer = ContentWriter(self, header, expected=expected)
         try:
             for chunk in chunks:
                 writer.write(chunk)
         except BaseException:
             writer.abort()
             raise
-        return writer.finish(expected)
+        return writer.finish()
 
     def stage_archive_file(self, path: Path, expected: str) -> None:
         """Stage a ``.filez`` file verbatim (archive repos only); the caller verified it."""

@@ -105,6 +105,16 @@ def test_fetch_stream_and_empty_file(backend: str, srv: FaultServer) -> None:
     assert n == len(BODY) and b"".join(got) == BODY and empty == b""
 
 
+
+def test_urls_that_need_escaping_and_ones_that_are_escaped(backend: str, srv: FaultServer) -> None:
+    """Object URLs go on the wire as they are; anything else is escaped by the library."""
+    srv.put("/a b/\u00e4.txt", b"spaced")
+    srv.put("/objects/ab/cd.filez", b"plain")
+    for url in (srv.url + "/a b/\u00e4.txt", srv.url + "/a%20b/%C3%A4.txt"):
+        assert get(backend, url) == b"spaced"
+    assert get(backend, srv.url_for("/objects/ab/cd.filez")) == b"plain"
+    assert [r.path for r in srv.requests] == ["/a b/\u00e4.txt"] * 2 + ["/objects/ab/cd.filez"]
+
 def test_make_fetcher_picks_backend() -> None:
     assert make_fetcher().backend_name == "aiohttp"
     assert make_fetcher(FetchConfig(http2=True)).backend_name == "httpx"

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from pyostree.core import ObjectType
+from pyostree.errors import ChecksumError
 from pyostree.formats.content import FileHeader, content_checksum
 from pyostree.repo import Repo, RepoMode
-from pyostree.transaction import Transaction
+from pyostree.transaction import ContentWriter, Transaction
 
 REG = 0o100644
 
@@ -129,3 +130,29 @@ def test_adoption_reverifies_both_layouts(tmp_path: Path) -> None:
         assert not txn2.has_object(ObjectType.FILE, bad)
     assert objects_in(repo) == {good, flat}
     assert not list(repo.tmp_dir.glob("staging-*"))
+
+
+def test_content_writer_with_expected_writes_beside_its_object_and_checks_it(
+        tmp_path: Path) -> None:
+    """A writer told the expected checksum makes its temp file in the object's own prefix
+    directory (so staging it is a same-directory rename) and refuses data that does not hash
+    to it, leaving nothing behind."""
+    repo = Repo.create(tmp_path / "repo", mode=RepoMode.BARE_USER)
+    txn = Transaction(repo)
+    txn.begin()
+    assert txn.staging is not None
+    header = FileHeader(0, 0, REG, "", (), 5)
+    good = content_checksum(header, [b"hello"])
+    writer = ContentWriter(txn, header, expected=good)
+    assert Path(writer.path).parent == txn.staging / good[:2]
+    writer.write(b"hello")
+    assert writer.finish() == good
+    assert txn.staged_path(ObjectType.FILE, good) is not None
+
+    bad = ContentWriter(txn, header, expected="ab" * 32)
+    assert Path(bad.path).parent == txn.staging / "ab"
+    bad.write(b"hellO")
+    with pytest.raises(ChecksumError):
+        bad.finish()
+    assert not (txn.staging / "ab").exists() or not list((txn.staging / "ab").iterdir())
+    txn.abort()
