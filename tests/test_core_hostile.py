@@ -589,11 +589,11 @@ def test_dirtree_codec_rejects_oversized_framing_offsets() -> None:
             DirTree.from_bytes(blob)
 
 
-def test_parallel_checkout_wide_tree_and_failure_in_a_worker(tmp_path: Path) -> None:
-    # Checkout fills directories from two threads with a bounded queue of open directories:
-    # a wide tree (more directories than the queue holds) comes out exactly like its source,
-    # and a missing object deep inside fails the whole checkout cleanly: one error, nothing
-    # left behind, no file descriptor leaked.
+def test_checkout_wide_tree_and_failure_deep_inside(tmp_path: Path) -> None:
+    # Checkout fills directories from a bounded stack of open directories: a wide tree (more
+    # directories than the stack holds) comes out exactly like its source, and a missing
+    # object deep inside fails the whole checkout cleanly: one error, nothing left behind,
+    # no file descriptor leaked.
     src = tmp_path / "src"
     for i in range(150):
         sub = src / f"d{i:03}" / "inner"
