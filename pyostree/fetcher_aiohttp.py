@@ -13,8 +13,8 @@ from pyostree.errors import FetchError, TransientFetchError
 from pyostree.fetcher import BaseFetcher, FetchConfig, describe, tls_verify_error
 
 # A URL made only of these characters is already in the form it goes on the wire (ASCII, no
-# spaces; a "%" is taken as an escape, as yarl would): object URLs are, so yarl is told not
-# to re-encode them, which was ~7% of the event loop's time in a pull of 24k objects.
+# spaces, "%" only in escapes): object URLs are, so yarl is told not to re-encode them, which
+# halves what building the URL costs (5 -> 2.5 us; 24k of them in a full pull).
 _WIRE_READY = re.compile(
     r"https?://[A-Za-z0-9.:\[\]-]+(?:/(?:[A-Za-z0-9._~/!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)?",
     re.IGNORECASE)

@@ -361,11 +361,13 @@ class Transaction:
 
         ``verified`` says the caller has already checked ``data`` against ``expected`` and
         parsed it (the pull parses every dirtree as it arrives), so neither is done twice."""
+        verified = verified and expected is not None
         if objtype in (ObjectType.COMMIT_META, ObjectType.TOMBSTONE_COMMIT):
             if expected is None:
                 raise ValueError("detached metadata needs the commit checksum")
             csum = expected
-        elif verified and expected is not None:
+        elif verified:
+            assert expected is not None
             csum = expected
         else:
             csum = hashlib.sha256(data).hexdigest()
