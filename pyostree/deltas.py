@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
@@ -36,7 +36,7 @@ from .formats.delta import (
 )
 from .formats.objects import parse_metadata
 from .maintenance import walk_commit
-from .repo import Repo, RepoMode
+from .repo import Repo
 from .transaction import ContentWriter, Transaction
 
 _CHUNK = 256 * 1024
@@ -51,9 +51,6 @@ class RepoDeltaTarget:
     def __init__(self, txn: Transaction) -> None:
         self.txn = txn
         self._types = {int(t): t for t in ObjectType}
-        # (uid, gid, mode, xattrs) → the user.ostreemeta value of bare-user objects: a part's
-        # thousands of files share a handful.
-        self._ostreemeta: dict[tuple[int, int, int, tuple[tuple[bytes, bytes], ...]], bytes] = {}
 
     def has_object(self, objtype: int, csum: str) -> bool:
         return self.txn.has_object(self._types[objtype], csum)
@@ -80,24 +77,16 @@ class RepoDeltaTarget:
                              data: bytes | memoryview | BinaryIO | None) -> None:
         header = FileHeader(meta.uid, meta.gid, meta.mode, meta.symlink_target,
                             tuple(sorted(meta.xattrs)), meta.size)
-        ostreemeta = None
-        if self.txn.repo.mode is RepoMode.BARE_USER and not meta.is_symlink:
-            key = (header.uid, header.gid, header.mode, header.xattrs)
-            ostreemeta = self._ostreemeta.get(key)
-            if ostreemeta is None:
-                ostreemeta = self._ostreemeta[key] = header.ostreemeta()
+        chunks: Iterable[bytes | memoryview]
+        if data is None:
+            chunks = ()
+        elif isinstance(data, bytes | memoryview):
+            chunks = (data,)
+        else:
+            stream = data
+            chunks = iter(lambda: stream.read(_CHUNK), b"")
         # The executor verified the checksum: stage the data without hashing it again.
-        writer = ContentWriter(self.txn, header, checksum=csum, ostreemeta=ostreemeta)
-        try:
-            if isinstance(data, bytes | memoryview):
-                writer.write(data)
-            elif data is not None:
-                while chunk := data.read(_CHUNK):
-                    writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.finish(csum)
+        ContentWriter(self.txn, header, checksum=csum, expected=csum).write_all(chunks)
 
     def temp_file(self) -> BinaryIO:
         # Only files of more than 1 MiB are assembled in temp files: an unnamed staging file.

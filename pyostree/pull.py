@@ -49,7 +49,7 @@ from .formats.content import (
 from .formats.objects import Commit, DirTree, parse_metadata
 from .formats.summary import Summary
 from .remotes import Remote
-from .repo import Repo, RepoMode
+from .repo import Repo
 from .transaction import ContentWriter, Transaction
 from .verify import TrustSettings, check_ref_binding, verify_signed_data
 
@@ -324,35 +324,12 @@ def _store_filez_stream(txn: Transaction, fh: IO[bytes], expected: str, max_unpa
     inflater.finish()
 
 
-# user.ostreemeta values by (uid, gid, mode, xattrs): a tree has only a handful of distinct
-# ones, and encoding the GVariant took ~7% of the storer's time on a full pull.
-_ostreemeta_cache: dict[tuple[int, int, int, Any], bytes] = {}
-
-
-def _ostreemeta(header: FileHeader) -> bytes:
-    key = (header.uid, header.gid, header.mode, header.xattrs)
-    value = _ostreemeta_cache.get(key)
-    if value is None:
-        value = header.ostreemeta()
-        if len(_ostreemeta_cache) >= 256:
-            _ostreemeta_cache.clear()
-        _ostreemeta_cache[key] = value
-    return value
-
-
 def _store_inflated(txn: Transaction, header: FileHeader, chunks: Iterable[bytes | memoryview],
                     expected: str) -> None:
     """Hash the inflated data (archive repos) or write it as a bare object (others)."""
     if not txn.repo.mode.is_archive:
-        meta = _ostreemeta(header) if txn.repo.mode is RepoMode.BARE_USER else None
-        writer = ContentWriter(txn, header, expected=expected, ostreemeta=meta)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.finish()  # verifies the checksum; aborts itself on failure
+        # Verifies the checksum; nothing is left behind on failure.
+        ContentWriter(txn, header, expected=expected).write_all(chunks)
         return
     hasher = ContentHasher(header)
     for chunk in chunks:

@@ -73,15 +73,12 @@ class ContentWriter:
     """
 
     def __init__(self, txn: Transaction, header: FileHeader, *, checksum: str | None = None,
-                 expected: str | None = None, ostreemeta: bytes | None = None) -> None:
+                 expected: str | None = None) -> None:
         self.txn = txn
         self.header = header
         self.expected = expected
         self.hasher: ContentHasher | _VerifiedDigest = (
             ContentHasher(header) if checksum is None else _VerifiedDigest(checksum))
-        # The bare-user xattr value, when the caller has it at hand (it depends only on the
-        # ownership, mode and xattrs, so a delta part's objects share a few of them).
-        self._ostreemeta = ostreemeta
         self.size = 0
         mode = txn.repo.mode
         self.path = txn.new_temp_file(checksum or expected)
@@ -125,6 +122,16 @@ class ContentWriter:
             self._write_raw(self._compressor.compress(chunk))
         else:
             self._write_raw(chunk)
+
+    def write_all(self, chunks: Iterable[bytes | memoryview]) -> str:
+        """Write every chunk, then :meth:`finish`; on any failure nothing is left behind."""
+        try:
+            for chunk in chunks:
+                self.write(chunk)
+        except BaseException:
+            self.abort()
+            raise
+        return self.finish()
 
     def finish(self, expected: str | None = None) -> str:
         """Verify the checksum (when ``expected`` is given here or to the constructor) and
@@ -172,7 +179,7 @@ class ContentWriter:
             if mode is RepoMode.BARE_USER:
                 perm = 0o644 if h.is_symlink else (h.mode & 0o775) | stat.S_IRUSR
                 os.fchmod(fd, perm)
-                os.setxattr(fd, OSTREEMETA_XATTR, self._ostreemeta or h.ostreemeta())
+                os.setxattr(fd, OSTREEMETA_XATTR, h.ostreemeta())
             elif mode is RepoMode.BARE_USER_ONLY:
                 os.fchmod(fd, h.mode & 0o775 | stat.S_IRUSR)
             else:
@@ -407,14 +414,7 @@ class Transaction:
             for _ in chunks:
                 pass
             return expected
-        writer = ContentWriter(self, header, expected=expected)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.finish()
+        return ContentWriter(self, header, expected=expected).write_all(chunks)
 
     def stage_archive_file(self, path: Path, expected: str) -> None:
         """Stage a ``.filez`` file verbatim (archive repos only); the caller verified it."""

@@ -7,6 +7,7 @@ deflate body. Everything here works on bytes and incremental state; callers stre
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import stat
 import struct
@@ -65,10 +66,15 @@ class FileHeader:
 
     def ostreemeta(self) -> bytes:
         """The ``user.ostreemeta`` xattr value of a bare-user object."""
-        return gv.encode(
-            OSTREEMETA_TYPE,
-            (gv.swap32(self.uid), gv.swap32(self.gid), gv.swap32(self.mode), list(self.xattrs)),
-        )
+        return _ostreemeta(self.uid, self.gid, self.mode, self.xattrs)
+
+
+# A tree has only a handful of distinct (owner, mode, xattrs) combinations, and encoding the
+# GVariant for each of its tens of thousands of objects took ~7% of a pull's storer time.
+@functools.lru_cache(maxsize=256)
+def _ostreemeta(uid: int, gid: int, mode: int, xattrs: Xattrs) -> bytes:
+    return gv.encode(OSTREEMETA_TYPE, (gv.swap32(uid), gv.swap32(gid), gv.swap32(mode),
+                                       list(xattrs)))
 
 
 # The headers ``(uuuusa(ayay))`` and ``(tuuuusa(ayay))`` by hand (one per file object, so hot):
