@@ -14,11 +14,10 @@ import os
 import random
 import shutil
 import subprocess
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
@@ -30,6 +29,8 @@ from pyostree.formats import delta as D
 from pyostree.formats.bspatch import bsdiff, bspatch
 from pyostree.formats.varint import decode_varint, encode_varint
 from pyostree.gvariant import Variant, swap32, swap64
+
+from .deltahelpers import MemoryDeltaTarget, content_csum, sha
 
 OSTREE = shutil.which("ostree")
 needs_ostree = pytest.mark.skipif(OSTREE is None, reason="needs the real ostree binary")
@@ -47,14 +48,6 @@ SET_SRC, UNSET_SRC, CLOSE, PATCH = (
 # ---------------------------------------------------------------------------- helpers
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def content_csum(meta: ContentMeta, data: bytes) -> str:
-    return sha(content_checksum_header(meta) + (b"" if meta.is_symlink else data))
-
-
 def ops(*items: int | tuple[int, ...]) -> bytes:
     """Op stream from opcodes and argument tuples: ops(OPEN, (0, 0, 10), WRITE, (10, 0))."""
     out = bytearray()
@@ -65,67 +58,6 @@ def ops(*items: int | tuple[int, ...]) -> bytes:
         else:
             out.append(item)
     return bytes(out)
-
-
-MiB = 1024 * 1024
-
-
-class MemoryDeltaTarget:
-    """An in-memory :class:`~pyostree.deltaexec.DeltaTarget` that records what happens."""
-
-    def __init__(self) -> None:
-        self.metadata: dict[tuple[int, str], bytes] = {}
-        self.content: dict[str, tuple[ContentMeta, bytes]] = {}
-        self.temp_files: list[BinaryIO] = []
-        self.sources: list[BinaryIO] = []
-        self.source_csums: list[str] = []
-        self.writes: list[str] = []
-
-    def add_content(self, meta: ContentMeta, data: bytes) -> str:
-        csum = content_csum(meta, data)
-        self.content[csum] = (meta, data)
-        return csum
-
-    def has_object(self, objtype: int, csum: str) -> bool:
-        if objtype == D.OBJ_FILE:
-            return csum in self.content
-        return (objtype, csum) in self.metadata
-
-    def open_content_source(self, csum: str) -> BinaryIO:
-        if csum not in self.content:
-            raise ObjectNotFoundError(f"no content object {csum}")
-        meta, data = self.content[csum]
-        assert not meta.is_symlink
-        f = io.BytesIO(data)
-        self.sources.append(f)
-        self.source_csums.append(csum)
-        return f
-
-    def write_metadata_object(self, objtype: int, csum: str, data: bytes) -> None:
-        assert sha(data) == csum
-        self.metadata[(objtype, csum)] = data
-        self.writes.append(csum)
-
-    def write_content_object(
-        self, csum: str, meta: ContentMeta, data: bytes | memoryview | BinaryIO | None
-    ) -> None:
-        if data is None or isinstance(data, bytes | memoryview):
-            assert meta.is_symlink == (data is None) and (data is None or len(data) <= MiB)
-            body = b"" if data is None else bytes(data)
-        else:
-            assert meta.size > MiB, "small files come as bytes"
-            body = data.read()
-        assert content_csum(meta, body) == csum
-        self.content[csum] = (meta, body)
-        self.writes.append(csum)
-
-    def temp_file(self) -> BinaryIO:
-        f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the executor
-        self.temp_files.append(f)
-        return f
-
-    def all_closed(self) -> bool:
-        return all(f.closed for f in self.temp_files + self.sources)
 
 
 def make_commit(tag: str = "x", ts: int = 1_700_000_000) -> bytes:

@@ -19,7 +19,7 @@ import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
@@ -27,24 +27,19 @@ from pyostree import deltas, transaction
 from pyostree.core import ObjectType
 from pyostree.deltaexec import (
     ContentMeta,
-    content_checksum_header,
     execute_part,
     execute_payload_file,
 )
-from pyostree.errors import ChecksumError, FormatError, NoSpaceError, ObjectNotFoundError
+from pyostree.errors import ChecksumError, FormatError, NoSpaceError
 from pyostree.formats import delta as D
 from pyostree.formats.bspatch import encode_offtin
 from pyostree.formats.content import ContentHasher
 from pyostree.formats.varint import encode_varint
 from pyostree.repo import Repo, RepoMode
 
-MiB = 1024 * 1024
+from .deltahelpers import MemoryDeltaTarget, MiB, content_csum
+
 REG = 0o100644
-
-
-def content_csum(meta: ContentMeta, data: bytes) -> str:
-    body = b"" if meta.is_symlink else data
-    return hashlib.sha256(content_checksum_header(meta) + body).hexdigest()
 
 
 def pseudo_random(seed: int, size: int) -> bytes:
@@ -55,53 +50,6 @@ def pseudo_random(seed: int, size: int) -> bytes:
     while len(out) < size:
         out += block[rng.randrange(len(block)) :] + rng.randbytes(997)
     return bytes(out[:size])
-
-
-class MemoryTarget:
-    """A :class:`~pyostree.deltaexec.DeltaTarget` keeping everything in dicts."""
-
-    def __init__(self) -> None:
-        self.metadata: dict[tuple[int, str], bytes] = {}
-        self.content: dict[str, tuple[ContentMeta, bytes]] = {}
-        self.opened: list[BinaryIO] = []
-
-    def add(self, meta: ContentMeta, data: bytes) -> str:
-        csum = content_csum(meta, data)
-        self.content[csum] = (meta, data)
-        return csum
-
-    def has_object(self, objtype: int, csum: str) -> bool:
-        if objtype == D.OBJ_FILE:
-            return csum in self.content
-        return (objtype, csum) in self.metadata
-
-    def open_content_source(self, csum: str) -> BinaryIO:
-        if csum not in self.content:
-            raise ObjectNotFoundError(f"no content object {csum}")
-        f = io.BytesIO(self.content[csum][1])
-        self.opened.append(f)
-        return f
-
-    def write_metadata_object(self, objtype: int, csum: str, data: bytes) -> None:
-        assert hashlib.sha256(data).hexdigest() == csum
-        self.metadata[(objtype, csum)] = data
-
-    def write_content_object(
-        self, csum: str, meta: ContentMeta, data: bytes | memoryview | BinaryIO | None
-    ) -> None:
-        if data is None or isinstance(data, bytes | memoryview):
-            assert meta.is_symlink == (data is None) and (data is None or len(data) <= MiB)
-            body = b"" if data is None else bytes(data)
-        else:
-            assert meta.size > MiB, "small files come as bytes"
-            body = data.read()
-        assert content_csum(meta, body) == csum
-        self.content[csum] = (meta, body)
-
-    def temp_file(self) -> BinaryIO:
-        f = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the executor
-        self.opened.append(f)
-        return f
 
 
 def add_file(b: D.PartBuilder, data: bytes, mode: int = REG) -> str:
@@ -119,9 +67,10 @@ def raw_bspatch(new: bytes) -> bytes:
 class BigPart:
     """A part past every in-memory threshold, with the objects it must produce."""
 
-    def __init__(self, target: MemoryTarget) -> None:
+    def __init__(self, target: MemoryDeltaTarget) -> None:
         source_data = pseudo_random(1, 300_000)
-        self.source = target.add(ContentMeta(uid=0, gid=0, mode=REG, size=300_000), source_data)
+        self.source = target.add_content(ContentMeta(uid=0, gid=0, mode=REG, size=300_000),
+                                         source_data)
         b = D.PartBuilder()
         self.expected: dict[str, bytes] = {}
         big = pseudo_random(2, 3 * MiB + 17)  # spliced in 1 MiB pieces
@@ -171,8 +120,8 @@ def layout_of(path: Path, header: D.PartHeader) -> D.PayloadLayout:
 
 
 @pytest.fixture(scope="module")
-def big() -> Iterator[tuple[BigPart, MemoryTarget]]:
-    target = MemoryTarget()
+def big() -> Iterator[tuple[BigPart, MemoryDeltaTarget]]:
+    target = MemoryDeltaTarget()
     yield BigPart(target), target
 
 
@@ -226,7 +175,7 @@ def test_decompress_rejects_damaged_part_files(damage: str) -> None:
 # ---------------------------------------------------------------------------- payload framing
 
 
-def test_layout_matches_in_memory_parse(big: tuple[BigPart, MemoryTarget]) -> None:
+def test_layout_matches_in_memory_parse(big: tuple[BigPart, MemoryDeltaTarget]) -> None:
     part, _ = big
     raw = part.payload
     layout = D.PayloadLayout.parse(
@@ -275,15 +224,15 @@ def test_layout_rejects_hostile_framing() -> None:
 
 
 def test_file_payload_builds_what_the_memory_payload_builds(
-    big: tuple[BigPart, MemoryTarget], tmp_path: Path
+    big: tuple[BigPart, MemoryDeltaTarget], tmp_path: Path
 ) -> None:
     part, seeded = big
-    in_memory = MemoryTarget()
+    in_memory = MemoryDeltaTarget()
     in_memory.content = dict(seeded.content)
     n = execute_part(D.PartPayload.from_bytes(part.payload), part.header, in_memory)
     payload_path = tmp_path / "payload"
     payload_path.write_bytes(part.payload)
-    from_file = MemoryTarget()
+    from_file = MemoryDeltaTarget()
     from_file.content = dict(seeded.content)
     with open(payload_path, "rb") as fh:
         assert (
@@ -298,7 +247,7 @@ def test_file_payload_builds_what_the_memory_payload_builds(
 
 
 def test_file_payload_maps_big_patches_and_reads_in_pieces(
-    big: tuple[BigPart, MemoryTarget], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    big: tuple[BigPart, MemoryDeltaTarget], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     part, seeded = big
     path = tmp_path / "payload"
@@ -311,7 +260,7 @@ def test_file_payload_maps_big_patches_and_reads_in_pieces(
         return real_pread(fd, n, offset)
 
     monkeypatch.setattr(os, "pread", pread)
-    target = MemoryTarget()
+    target = MemoryDeltaTarget()
     target.content = dict(seeded.content)
     with open(path, "rb") as fh:
         execute_payload_file(fh, layout_of(path, part.header), part.header, target)
@@ -320,7 +269,7 @@ def test_file_payload_maps_big_patches_and_reads_in_pieces(
 
 
 def test_file_payload_shorter_than_its_layout(
-    big: tuple[BigPart, MemoryTarget], tmp_path: Path
+    big: tuple[BigPart, MemoryDeltaTarget], tmp_path: Path
 ) -> None:
     part, _ = big
     path = tmp_path / "payload"
@@ -329,7 +278,7 @@ def test_file_payload_shorter_than_its_layout(
     with open(path, "r+b") as fh:
         fh.truncate(len(part.payload) - 100)
         with pytest.raises(FormatError, match="shorter"):
-            execute_payload_file(fh, layout, part.header, MemoryTarget())
+            execute_payload_file(fh, layout, part.header, MemoryDeltaTarget())
 
 
 # ---------------------------------------------------------------------------- into repositories
@@ -502,14 +451,14 @@ def test_oversized_metadata_and_symlink_targets_are_refused() -> None:
     )
     header = D.PartHeader(0, "0" * 64, 1, 10**9, ((D.OBJ_DIRTREE, "a" * 64),))
     with pytest.raises(FormatError, match="too many"):
-        execute_part(meta_part, header, MemoryTarget())
+        execute_part(meta_part, header, MemoryDeltaTarget())
     link_ops = bytes([D.OP_OPEN_SPLICE_AND_CLOSE]) + b"".join(
         encode_varint(v) for v in (0, 0, 100_000, 0)
     )
     link_part = D.PartPayload(((0, 0, 0o120777),), ((),), blob, link_ops)
     header = D.PartHeader(0, "0" * 64, 1, 10**9, ((D.OBJ_FILE, "a" * 64),))
     with pytest.raises(FormatError, match="too long"):
-        execute_part(link_part, header, MemoryTarget())
+        execute_part(link_part, header, MemoryDeltaTarget())
 
 
 def test_no_space_for_the_payload_is_a_repository_error(
