@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +168,40 @@ def test_status_file_is_atomic_and_tolerates_corruption(tmp_path: Path,
     assert "corrupt status file" in caplog.text
     path.write_text('{"last_result": 5, "rolled_back": [], "good": "x"}')
     assert load_status(path) == UpdateStatus(good="x")
+
+
+def test_sigterm_taken_by_another_thread_still_ends_a_long_sleep() -> None:
+    # The kernel may hand SIGTERM to any thread that does not block it; Python then runs the
+    # handler only once the main thread runs bytecode again. Here the main thread blocks
+    # SIGTERM, so only its helper thread can take it, and the daemon's hour-long sleep must
+    # still end within a second or so (a single Event.wait(3600) slept through it).
+    script = textwrap.dedent("""
+        import logging, signal, threading, time, types
+        from pyostree.updater.command import _stop_on_signals
+        logging.basicConfig(level=logging.INFO)
+        from pyostree.updater.service import Updater
+        ns = types.SimpleNamespace(stop=threading.Event())
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        with _stop_on_signals(ns.stop):
+            print("ready", flush=True)
+            started = time.monotonic()
+            stopped = Updater._sleep(ns, 3600)
+            print(stopped, time.monotonic() - started, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stopped, waited = out.split()
+    assert proc.returncode == 0, err
+    assert stopped == "True" and float(waited) < 3, out
+    assert "received signal 15; stopping" in err

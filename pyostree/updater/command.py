@@ -109,7 +109,10 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         log.info("received signal %d; stopping", signum)
-        stop.set()
+        # Event.set() takes the event's (non-reentrant) lock, which the interrupted main thread
+        # may be holding inside Event.wait(): setting it here could deadlock the daemon, so a
+        # short-lived thread sets it once the main thread lets go.
+        threading.Thread(target=stop.set, name="pyostree-stop", daemon=True).start()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -15,6 +15,7 @@ import datetime
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,8 @@ from .status import load_status, save_status, utc_now_iso
 __all__ = ["Outcome", "RunOptions", "Updater"]
 
 log = logging.getLogger("pyostree.updater")
+# Longest stretch a sleeping daemon goes without noticing a signal (see Updater._sleep).
+_WAKE_EVERY = 1.0
 T = TypeVar("T")
 
 
@@ -132,8 +135,19 @@ class Updater:
     # --- helpers ------------------------------------------------------------------------------
 
     def _sleep(self, seconds: float) -> bool:
-        """Sleep; True if a stop was requested meanwhile."""
-        return self.stop.wait(max(0.0, seconds))
+        """Sleep; True if a stop was requested meanwhile.
+
+        The wait is cut into slices of :data:`_WAKE_EVERY`: Python runs a signal handler only
+        when the main thread runs bytecode, and a SIGTERM the kernel delivers to another thread
+        (a library's worker) does not interrupt the main thread's lock wait, so one long wait
+        could ignore ``systemctl stop`` for hours."""
+        end = time.monotonic() + max(0.0, seconds)
+        while True:
+            left = end - time.monotonic()
+            if self.stop.wait(min(max(left, 0.0), _WAKE_EVERY)):
+                return True
+            if left <= _WAKE_EVERY:
+                return False
 
     def _save(self, **changes: Any) -> None:
         self.status = self.status.evolve(**changes)
