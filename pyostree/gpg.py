@@ -66,6 +66,9 @@ _SUBKEY_TAGS = {TAG_PUBLIC_SUBKEY, TAG_SECRET_SUBKEY}
 _PART_TAGS = {TAG_USER_ID, TAG_USER_ATTRIBUTE} | _SUBKEY_TAGS
 _CERT_TYPES = {0x10, 0x11, 0x12, 0x13}
 _DOCUMENT_TYPES = {0x00, 0x01}
+# OpenPGP public-key algorithm ids and the names gpgme gives them (gpgme_pubkey_algo_name).
+_ALGO_NAMES = {1: "RSA", 2: "RSA-E", 3: "RSA-S", 16: "ELG-E", 17: "DSA", 18: "ECDH", 19: "ECDSA",
+               22: "EdDSA"}
 _ACCEPTED_HASHES = {"SHA1", "SHA224", "SHA256", "SHA384", "SHA512"}
 _SIGNING_HASHES = {"SHA256": HashAlgorithm.SHA256, "SHA384": HashAlgorithm.SHA384,
                    "SHA512": HashAlgorithm.SHA512}
@@ -626,6 +629,13 @@ class SignatureStatus:
     valid: bool
     reason: str  # "good signature" or why it is not valid
     user_id: str = ""  # first valid user id of the signer, for display
+    # For describe(): the public-key algorithm as GnuPG names it, whether the keyring lacks the
+    # key, and the expiry times of the signature, the signing (sub)key and its primary key.
+    algo: str = ""
+    key_missing: bool = False
+    sig_expires: datetime | None = None
+    key_expires: datetime | None = None
+    primary_expires: datetime | None = None
 
 
 @attrs.frozen
@@ -687,6 +697,7 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
         sigtype = int(sig.type)
         hash_name = str(sig.hash_algorithm.name)
         sig_expires: datetime | None = sig.expires_at
+        algo = _ALGO_NAMES.get(int(sig.key_algorithm), "unknown")
     except Exception:
         return SignatureStatus("", "", "", None, False, "malformed signature packet")
     key_id, issuer_fpr = _sig_issuer(sig)
@@ -698,6 +709,10 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
         return SignatureStatus(
             key_id, sk.fingerprint if sk else issuer_fpr, state.fingerprint if state else "",
             created, valid, reason, state.user_ids[0] if state and state.user_ids else "",
+            algo, key_missing=state is None and reason.startswith("signature by unknown key"),
+            sig_expires=sig_expires if sig_expires != created else None,
+            key_expires=sk.expires if sk else None,
+            primary_expires=state.primary.expires if state else None,
         )
 
     if sigtype not in _DOCUMENT_TYPES:
@@ -720,6 +735,53 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
         failures.append(status(False, problem, state, sk))
     # With colliding key ids, a key that verified says more than one that did not.
     return next((f for f in failures if not f.reason.startswith("bad")), failures[0])
+
+
+_USER_ID = re.compile(r"(?P<name>.*?)(?: \((?P<comment>.*)\))?(?: <(?P<email>[^<>]*)>)?")
+
+
+def _local_time(t: datetime) -> str:
+    """A time as glib's ``%c`` prints it in the C locale, in local time: ``%a %b %e %H:%M:%S
+    %Y``, where glib pads a one-digit day with a FIGURE SPACE (U+2007), not a space."""
+    t = t.astimezone()
+    day = f"\u2007{t.day}" if t.day < 10 else str(t.day)
+    return f"{t:%a %b} {day} {t:%H:%M:%S %Y}"
+
+
+def describe(status: SignatureStatus, prefix: str = "") -> str:
+    """``status`` as ``ostree show`` prints a signature (libostree's
+    ``ostree_gpg_verify_result_describe``, itself modelled on GnuPG's verify output)."""
+    if status.created is None:
+        return f"{prefix}Can't check signature: {status.reason}\n"
+    key_id = (status.fingerprint or status.key_id)[-16:]
+    out = (f"{prefix}Signature made {_local_time(status.created)} using {status.algo} key ID "
+           f"{key_id}\n")
+    m = _USER_ID.fullmatch(status.user_id)  # always matches: every part is optional
+    assert m is not None
+    who = f'"{m.group("name")} <{m.group("email") or ""}>"'
+    sig_expired = status.reason.startswith("signature expired")
+    key_expired = "expired on" in status.reason and not sig_expired
+    if status.key_missing:
+        out += f"{prefix}Can't check signature: public key not found\n"
+    elif status.valid:
+        out += f"{prefix}Good signature from {who}\n"
+    elif status.reason.endswith("is revoked"):
+        out += f"{prefix}Key revoked\n"
+    elif sig_expired:
+        out += f"{prefix}Expired signature from {who}\n"
+    else:
+        out += f"{prefix}BAD signature from {who}\n"
+    subkey = bool(status.primary_fingerprint) and status.fingerprint != status.primary_fingerprint
+    if not status.key_missing and subkey:
+        out += f"{prefix}Primary key ID {status.primary_fingerprint[-16:]}\n"
+    expiries = [("Signature", status.sig_expires, sig_expired),
+                ("Key", status.key_expires, key_expired)]
+    if subkey:
+        expiries.append(("Primary key", status.primary_expires, key_expired))
+    for what, when, expired in expiries:
+        if when is not None:
+            out += f"{prefix}{what} {'expired' if expired else 'expires'} {_local_time(when)}\n"
+    return out
 
 
 def inspect_detached(

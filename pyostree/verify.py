@@ -15,11 +15,13 @@ import attrs
 
 if TYPE_CHECKING:
     from . import gpg
+    from .repo import Repo
 
 # gpg (pgpy) and sign (cryptography) are imported where used: a pull that verifies no
 # signatures does not pay for them (about 7 MiB of RSS on a small device).
 
 from . import gvariant as gv
+from .core import ObjectType
 from .errors import FormatError, SignatureError
 from .formats.objects import signatures_from_metadata
 
@@ -77,8 +79,19 @@ def load_gpg_keyring(settings: TrustSettings) -> gpg.Keyring:
             if data is None:
                 raise SignatureError(f"cannot read GPG key file {f}")
             keyring = keyring.merge(gpg.Keyring.from_bytes(data))
-    if not per_remote and GLOBAL_GPG_DIR.is_dir():
-        for f in sorted(GLOBAL_GPG_DIR.glob("*.gpg")):
+    if not per_remote:
+        keyring = load_keyring_dir(GLOBAL_GPG_DIR, keyring)
+    return keyring
+
+
+def load_keyring_dir(directory: Path, keyring: gpg.Keyring | None = None) -> gpg.Keyring:
+    """Every ``*.gpg`` keyring in ``directory`` (not ``trustdb.gpg``/``secring.gpg``, as
+    libostree), merged into ``keyring``; unreadable or malformed files are skipped."""
+    from . import gpg
+
+    keyring = keyring if keyring is not None else gpg.Keyring()
+    if directory.is_dir():
+        for f in sorted(directory.glob("*.gpg")):
             if f.name in ("trustdb.gpg", "secring.gpg"):
                 continue
             data = _read(f)
@@ -86,6 +99,20 @@ def load_gpg_keyring(settings: TrustSettings) -> gpg.Keyring:
                 with contextlib.suppress(FormatError):
                     keyring = keyring.merge(gpg.Keyring.from_bytes(data))
     return keyring
+
+
+def describe_commit_signatures(repo: Repo, csum: str, keyring: gpg.Keyring) -> str:
+    """What ``ostree show`` prints after a commit: ``Found N signature(s):`` and each GPG
+    signature of its detached metadata judged against ``keyring``; "" for an unsigned commit."""
+    from . import gpg
+
+    sigs = signatures_from_metadata(repo.load_detached_metadata(csum) or {}, GPG_KEY)
+    if not sigs:
+        return ""
+    data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+    statuses = gpg.inspect_detached(keyring, data, sigs).signatures
+    out = f"Found {len(statuses)} signature{'' if len(statuses) == 1 else 's'}:\n"
+    return out + "".join("\n" + gpg.describe(st, "  ") for st in statuses)
 
 
 def _key_files(base: Path, name: str) -> list[Path]:

@@ -103,6 +103,10 @@ def register(sub: Any) -> None:
     p.add_argument("-B", "--no-byteswap", action="store_true",
                    help="do not automatically convert variant data from big endian")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gpg-homedir", metavar="DIR",
+                   help="also trust the keyrings (*.gpg) in DIR when showing signatures")
+    p.add_argument("--gpg-verify-remote", metavar="REMOTE",
+                   help="show signatures as checked with the keys of REMOTE")
 
     p = command(sub, "ls", cmd_ls, "List the files and directories of a commit, like ls -l.")
     p.add_argument("rev", metavar="REV", help="the ref or commit to list")
@@ -384,7 +388,35 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json(commit_json(repo, csum, commit))
         return 0
     _print_commit(csum, commit, raw=args.raw, unswapped=args.no_byteswap)
+    sys.stdout.write(_signatures(repo, csum, args))
     return 0
+
+
+def _signatures(repo: Repo, csum: str, args: argparse.Namespace) -> str:
+    """``Found N signatures:`` and each, judged as ostree's ``show`` does: with the keys of
+    ``--gpg-verify-remote``, else the global keyrings plus ``--gpg-homedir``."""
+    from pathlib import Path
+
+    from .. import verify
+    from ..formats.objects import signatures_from_metadata
+
+    if not signatures_from_metadata(repo.load_detached_metadata(csum) or {}, verify.GPG_KEY):
+        return ""  # unsigned: pgpy is not even loaded
+    if args.gpg_verify_remote:
+        from ..pull import trust_settings
+        from ..remoteconfig import load_remotes
+
+        remote = load_remotes(repo).get(args.gpg_verify_remote)
+        keyring = verify.load_gpg_keyring(trust_settings(repo, remote))
+    else:
+        keyring = verify.load_keyring_dir(verify.GLOBAL_GPG_DIR)
+        if args.gpg_homedir:
+            keyring = verify.load_keyring_dir(Path(args.gpg_homedir), keyring)
+    text = verify.describe_commit_signatures(repo, csum, keyring)
+    # glib writes the figure space of its dates in the locale's charset, "?" where it has none.
+    if not "\u2007".encode(sys.stdout.encoding or "ascii", errors="ignore"):
+        text = text.replace("\u2007", "?")
+    return text
 
 
 def _show_object(repo: Repo, csum: str, args: argparse.Namespace) -> int:
