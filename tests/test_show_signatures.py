@@ -106,3 +106,15 @@ def test_with_the_keys_of_a_remote(signed: Signed, tmp_path: Path) -> None:
     want, got = both(repo, "--gpg-verify-remote=origin", signed.signed)
     assert got == want
     assert got.count("Good signature from") == 1
+
+
+def test_bad_keyring_directory_and_unknown_remote(signed: Signed, tmp_path: Path) -> None:
+    for arg, message in ((f"--gpg-homedir={tmp_path / 'none'}", "No such file or directory"),
+                         ("--gpg-verify-remote=nope", 'Remote "nope" not found')):
+        want = ostree(f"--repo={signed.repo}", "show", arg, signed.signed, check=False)
+        got = pyostree(f"--repo={signed.repo}", "show", arg, signed.signed)
+        assert want.returncode != 0 and got.returncode != 0
+        errors = [ln for ln in got.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0], got.stderr
+        assert "Traceback" not in got.stderr
+        assert message in want.stderr

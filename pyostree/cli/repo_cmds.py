@@ -411,6 +411,10 @@ def _signatures(repo: Repo, csum: str, args: argparse.Namespace) -> str:
     else:
         keyring = verify.load_keyring_dir(verify.GLOBAL_GPG_DIR)
         if args.gpg_homedir:
+            try:
+                os.listdir(args.gpg_homedir)
+            except OSError as exc:  # as ostree: the directory must exist
+                raise CommandError(f"opendir({args.gpg_homedir}): {exc.strerror}") from None
             keyring = verify.load_keyring_dir(Path(args.gpg_homedir), keyring)
     text = verify.describe_commit_signatures(repo, csum, keyring)
     # glib writes the figure space of its dates in the locale's charset, "?" where it has none.
