@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import textwrap
@@ -28,7 +27,13 @@ from pyostree.updater.exitcodes import exit_code_for
 from pyostree.updater.hooks import HookError
 from pyostree.updater.status import UpdateStatus, load_status, save_status
 
-from .updater_support import UNREACHABLE, MemoryBackend, make_commit, recording_command
+from .updater_support import (
+    UNREACHABLE,
+    MemoryBackend,
+    make_commit,
+    recording_command,
+    stop_with_sigterm,
+)
 
 V1, V2 = make_commit(1), make_commit(2)
 
@@ -191,16 +196,11 @@ def test_sigterm_taken_by_another_thread_still_ends_a_long_sleep() -> None:
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    time.sleep(0.2)
+    out, err = stop_with_sigterm(proc)
+    assert ready == "ready\n", err
     stopped, waited = out.split()
     assert proc.returncode == 0, err
     assert stopped == "True" and float(waited) < 3, out

@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from pyostree.updater.backend import SysrootBackend
 
 from . import realostree as ro
 from .httpserver import FaultServer
-from .updater_support import UNREACHABLE, recording_command, write_script
+from .updater_support import UNREACHABLE, recording_command, stop_with_sigterm, write_script
 
 OS = "testos"
 REF = "testos/stable"
@@ -153,18 +152,12 @@ def test_daemon_process_stops_on_sigterm(world: World) -> None:
         [sys.executable, str(root / "bin/pyostree"), "update", "--json", "--no-reboot",
          f"--sysroot={world.sysroot}", "--check-interval=3600"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, "no outcome from the first cycle"
-        first = json.loads(proc.stdout.readline())
-        assert first["result"] == "nothing-to-do"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    first = proc.stdout.readline() if ready else b""
+    out, err = stop_with_sigterm(proc)
+    assert ready, f"no outcome from the first cycle: {err!r}"
+    assert json.loads(first)["result"] == "nothing-to-do"
     assert proc.returncode == 0, err
     assert json.loads(out.splitlines()[-1])["result"] == "stopped"
     assert b"received signal 15; stopping" in err

@@ -9,6 +9,7 @@ import os
 import random
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -200,6 +201,18 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     return proc.stdout.readline().decode().strip() if ready else ""
+
+
+def stop_with_sigterm(proc: subprocess.Popen[Any], timeout: float = 10) -> tuple[Any, Any]:
+    """Send SIGTERM and return the rest of stdout and stderr once ``proc`` exits; kill it if
+    it is still running after ``timeout`` (the test then fails on TimeoutExpired)."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
