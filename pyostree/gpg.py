@@ -705,11 +705,11 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
         return SignatureStatus("", "", "", created, False, "signature names no issuer key")
 
     def status(valid: bool, reason: str, state: _KeyState | None = None,
-               sk: _SigningKey | None = None) -> SignatureStatus:
+               sk: _SigningKey | None = None, *, key_missing: bool = False) -> SignatureStatus:
         return SignatureStatus(
             key_id, sk.fingerprint if sk else issuer_fpr, state.fingerprint if state else "",
             created, valid, reason, state.user_ids[0] if state and state.user_ids else "",
-            algo, key_missing=state is None and reason.startswith("signature by unknown key"),
+            algo, key_missing=key_missing,
             sig_expires=sig_expires if sig_expires != created else None,
             key_expires=sk.expires if sk else None,
             primary_expires=state.primary.expires if state else None,
@@ -721,7 +721,7 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
         return status(False, f"signature uses the unaccepted hash {hash_name}")
     candidates = keyring._candidates(key_id, issuer_fpr)
     if not candidates:
-        return status(False, f"signature by unknown key {key_id}")
+        return status(False, f"signature by unknown key {key_id}", key_missing=True)
     failures = []
     for state, sk in candidates:
         if not _crypto_ok(sk.key, sig, data):

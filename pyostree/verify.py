@@ -7,7 +7,7 @@ The cryptography is pure (``gpg``, ``sign``); this module only finds and reads k
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,16 +101,18 @@ def load_keyring_dir(directory: Path, keyring: gpg.Keyring | None = None) -> gpg
     return keyring
 
 
-def describe_commit_signatures(repo: Repo, csum: str, keyring: gpg.Keyring) -> str:
+def describe_commit_signatures(repo: Repo, csum: str,
+                               keyring: Callable[[], gpg.Keyring]) -> str:
     """What ``ostree show`` prints after a commit: ``Found N signature(s):`` and each GPG
-    signature of its detached metadata judged against ``keyring``; "" for an unsigned commit."""
-    from . import gpg
-
+    signature of its detached metadata judged against ``keyring()``; "" for an unsigned commit
+    (whose keyring is never loaded, nor pgpy imported)."""
     sigs = signatures_from_metadata(repo.load_detached_metadata(csum) or {}, GPG_KEY)
     if not sigs:
         return ""
+    from . import gpg
+
     data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
-    statuses = gpg.inspect_detached(keyring, data, sigs).signatures
+    statuses = gpg.inspect_detached(keyring(), data, sigs).signatures
     out = f"Found {len(statuses)} signature{'' if len(statuses) == 1 else 's'}:\n"
     return out + "".join("\n" + gpg.describe(st, "  ") for st in statuses)
 

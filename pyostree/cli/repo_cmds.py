@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import gvariant as gv
 from ..checkout import CheckoutOptions, checkout
@@ -21,6 +21,9 @@ from ..maintenance import fsck, prune
 from ..repo import Repo, RepoMode
 from .common import CommandError, command, get_repo, print_json, repo_path
 from .progress import CheckoutProgress
+
+if TYPE_CHECKING:
+    from .. import gpg
 
 
 def register(sub: Any) -> None:
@@ -398,24 +401,23 @@ def _signatures(repo: Repo, csum: str, args: argparse.Namespace) -> str:
     from pathlib import Path
 
     from .. import verify
-    from ..formats.objects import signatures_from_metadata
 
-    if not signatures_from_metadata(repo.load_detached_metadata(csum) or {}, verify.GPG_KEY):
-        return ""  # unsigned: pgpy is not even loaded
-    if args.gpg_verify_remote:
-        from ..pull import trust_settings
-        from ..remoteconfig import load_remotes
+    def keyring() -> gpg.Keyring:
+        if args.gpg_verify_remote:
+            from ..pull import trust_settings
+            from ..remoteconfig import load_remotes
 
-        remote = load_remotes(repo).get(args.gpg_verify_remote)
-        keyring = verify.load_gpg_keyring(trust_settings(repo, remote))
-    else:
-        keyring = verify.load_keyring_dir(verify.GLOBAL_GPG_DIR)
+            remote = load_remotes(repo).get(args.gpg_verify_remote)
+            return verify.load_gpg_keyring(trust_settings(repo, remote))
+        keys = verify.load_keyring_dir(verify.GLOBAL_GPG_DIR)
         if args.gpg_homedir:
             try:
                 os.listdir(args.gpg_homedir)
             except OSError as exc:  # as ostree: the directory must exist
                 raise CommandError(f"opendir({args.gpg_homedir}): {exc.strerror}") from None
-            keyring = verify.load_keyring_dir(Path(args.gpg_homedir), keyring)
+            keys = verify.load_keyring_dir(Path(args.gpg_homedir), keys)
+        return keys
+
     text = verify.describe_commit_signatures(repo, csum, keyring)
     # glib writes the figure space of its dates in the locale's charset, "?" where it has none.
     if not "\u2007".encode(sys.stdout.encoding or "ascii", errors="ignore"):
