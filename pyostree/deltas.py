@@ -86,7 +86,7 @@ class RepoDeltaTarget:
             stream = data
             chunks = iter(lambda: stream.read(_CHUNK), b"")
         # The executor verified the checksum: stage the data without hashing it again.
-        ContentWriter(self.txn, header, checksum=csum, expected=csum).write_all(chunks)
+        ContentWriter(self.txn, header, checksum=csum).write_all(chunks)
 
     def temp_file(self) -> BinaryIO:
         # Only files of more than 1 MiB are assembled in temp files: an unnamed staging file.

@@ -133,11 +133,10 @@ class ContentWriter:
             raise
         return self.finish()
 
-    def finish(self, expected: str | None = None) -> str:
-        """Verify the checksum (when ``expected`` is given here or to the constructor) and
+    def finish(self) -> str:
+        """Verify the checksum (against ``expected``, when the constructor was given one) and
         stage the object."""
-        if expected is None:
-            expected = self.expected
+        expected = self.expected
         try:
             if not self.header.is_symlink and self.size != self.header.size:
                 raise FormatError(
