@@ -620,6 +620,11 @@ def make_fetcher(config: FetchConfig | None = None, *, backend: str | None = Non
     """A fetcher for ``config``: aiohttp (fast path) unless HTTP/2 is asked for or aiohttp is
     missing, then httpx. ``backend`` ("aiohttp" or "httpx") forces one."""
     config = config or FetchConfig()
+    return fetcher_class(config, backend=backend)(config)
+
+
+def fetcher_class(config: FetchConfig, *, backend: str | None = None) -> type[BaseFetcher]:
+    """The class :func:`make_fetcher` uses for ``config`` (importing it loads its HTTP stack)."""
     if backend is None:
         backend = "httpx" if config.http2 else "aiohttp"
         if backend == "aiohttp":
@@ -630,11 +635,11 @@ def make_fetcher(config: FetchConfig | None = None, *, backend: str | None = Non
     if backend == "aiohttp":
         from pyostree.fetcher_aiohttp import AiohttpFetcher
 
-        return AiohttpFetcher(config)
+        return AiohttpFetcher
     if backend == "httpx":
         from pyostree.fetcher_httpx import HttpxFetcher
 
-        return HttpxFetcher(config)
+        return HttpxFetcher
     raise ValueError(f"unknown fetcher backend {backend!r}")
 
 
@@ -644,6 +649,7 @@ __all__ = [
     "FetchResult",
     "RawResponse",
     "TransientHTTPStatusError",
+    "fetcher_class",
     "make_fetcher",
     "parse_retry_after",
 ]

@@ -9,18 +9,14 @@ the next pull re-verifies them and fetches only what is missing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import os
-import queue
-import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
@@ -38,28 +34,16 @@ from .errors import (
     VerificationError,
 )
 from .fetcher import BaseFetcher, FetchConfig, make_fetcher
-from .fileio import os_error
-from .formats.content import (
-    ArchiveInflater,
-    ContentHasher,
-    FileHeader,
-    archive_header_length,
-    parse_archive_header,
-)
 from .formats.objects import Commit, DirTree, parse_metadata
 from .formats.summary import Summary
+from .pullhelper import PullHelper, helper_wanted
+from .pullstore import CHUNK, STORE_MAX_BYTES, STORE_MAX_JOBS, STORE_THREADS, Storer, fetch_content
 from .remotes import Remote
 from .repo import Repo
-from .transaction import ContentWriter, Transaction
+from .transaction import Transaction
 from .verify import TrustSettings, check_ref_binding, verify_signed_data
 
 MiB = 1024 * 1024
-SPOOL_LIMIT = 1 * MiB
-_CHUNK = 256 * 1024
-# Storer threads, and how much fetched-but-unstored data may wait for them.
-STORE_THREADS = 2
-STORE_MAX_BYTES = 4 * MiB
-STORE_MAX_JOBS = 256
 
 
 @attrs.frozen
@@ -96,6 +80,7 @@ class PullStats:
     requests: int = 0
     delta_parts: int = 0
     delta_bytes: int = 0
+    helper_fetched: int = 0  # content objects fetched by the helper process (in ``fetched``)
 
 
 @attrs.define
@@ -115,6 +100,7 @@ class PullResult:
             "bytes-fetched": self.stats.bytes,
             "requests": self.stats.requests,
             "delta-parts": self.stats.delta_parts,
+            "objects-fetched-by-helper": self.stats.helper_fetched,
             "deltas": self.deltas,
             "seconds": round(self.seconds, 3),
             "signatures": self.signatures,
@@ -179,254 +165,6 @@ def fetch_config(remote: Remote, options: PullOptions) -> FetchConfig:
         headers=options.http_headers,
         low_speed_time=options.low_speed_time,
     )
-
-
-class Spool:
-    """Collects a download in memory, spilling to a staging file past :data:`SPOOL_LIMIT`."""
-
-    def __init__(self, txn: Transaction, max_size: int, csum: str | None = None) -> None:
-        self.txn = txn
-        self.max_size = max_size
-        self.csum = csum  # of the object downloaded: the spill file is made in its directory
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.path: Path | None = None
-        self._fh: IO[bytes] | None = None
-
-    def write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        try:
-            if self._fh is not None:
-                self._fh.write(chunk)
-                return
-            self.parts.append(chunk)
-            if self.size > SPOOL_LIMIT:
-                self.path = self.txn.new_temp_path(self.csum)
-                self._fh = open(self.path, "wb")  # noqa: SIM115 - closed by finish/discard
-                for part in self.parts:
-                    self._fh.write(part)
-                self.parts = []
-        except OSError as exc:  # ENOSPC, EROFS ...: one clear line, not a bare OSError
-            raise os_error(exc, "writing a download to the staging area") from exc
-
-    def restart(self) -> None:
-        self.discard()
-        self.size = 0
-
-    def finish(self) -> None:
-        if self._fh is not None:
-            fh, self._fh = self._fh, None
-            try:
-                fh.close()
-            except OSError as exc:
-                raise os_error(exc, "writing a download to the staging area") from exc
-
-    def open(self) -> IO[bytes]:
-        if self.path is not None:
-            return open(self.path, "rb")
-        import io
-
-        return io.BytesIO(self.data())
-
-    def data(self) -> bytes:
-        """The whole body, when it stayed in memory."""
-        assert self.path is None
-        parts = self.parts
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def discard(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):  # a full disk fails the flush in close()
-                self._fh.close()
-            self._fh = None
-        if self.path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            self.path = None
-        self.parts = []
-
-
-def store_filez(txn: Transaction, spool: Spool, expected: str, max_unpacked: int) -> None:
-    """Verify a downloaded ``.filez`` (header + raw deflate) and store it in the repo's format.
-
-    Runs in a worker thread. The archive header is untrusted: its size only bounds the inflate,
-    and the checksum over header fields and data decides."""
-    archive = txn.repo.mode.is_archive
-    try:
-        if spool.path is None:
-            _store_filez_bytes(txn, spool.data(), expected, max_unpacked)
-            if archive:
-                path = txn.new_temp_path(expected)
-                try:
-                    with open(path, "wb") as out_fh:
-                        for part in spool.parts:
-                            out_fh.write(part)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                    raise
-                txn.stage_archive_file(path, expected)
-            return
-        with spool.open() as fh:
-            _store_filez_stream(txn, fh, expected, max_unpacked)
-        if archive:
-            path, spool.path = spool.path, None
-            txn.stage_archive_file(path, expected)
-    finally:
-        spool.discard()
-
-
-def _filez_header(prefix: bytes, expected: str, max_unpacked: int) -> tuple[FileHeader, int]:
-    length = archive_header_length(prefix)
-    header, _ = parse_archive_header(prefix[:length])
-    if header.size > max_unpacked:
-        raise FormatError(f"file object {expected} claims {header.size} bytes, more than allowed")
-    return header, length
-
-
-def _store_filez_bytes(txn: Transaction, data: bytes, expected: str, max_unpacked: int) -> None:
-    """:func:`store_filez` for a body held in memory (nearly every object): one inflate call
-    per 256 KiB of output, no intermediate file object. In archive repositories only the
-    checksum is computed here; the caller stages the compressed bytes."""
-    header, length = _filez_header(data[:4096], expected, max_unpacked)
-    if len(data) < length:  # the header claims more than the first 4 KiB: parse it whole
-        raise FormatError(f"file object {expected} is shorter than its header")
-    if length > 4096:
-        header, length = _filez_header(data, expected, max_unpacked)
-    body = data[length:]
-    if header.is_symlink:
-        if body:
-            raise FormatError(f"symlink object {expected} has a body")
-        _store_inflated(txn, header, (), expected)
-        return
-    inflater = ArchiveInflater(header.size)
-    _store_inflated(txn, header, inflater.chunks(body), expected)
-    inflater.finish()
-
-
-def _store_filez_stream(txn: Transaction, fh: IO[bytes], expected: str, max_unpacked: int
-                        ) -> None:
-    prefix = fh.read(8)
-    length = archive_header_length(prefix)
-    header, _ = _filez_header(prefix + fh.read(length - 8), expected, max_unpacked)
-    if header.is_symlink:
-        if fh.read(1):
-            raise FormatError(f"symlink object {expected} has a body")
-        _store_inflated(txn, header, (), expected)
-        return
-    inflater = ArchiveInflater(header.size)
-
-    def chunks() -> Iterator[bytes]:
-        while chunk := fh.read(_CHUNK):
-            yield from inflater.chunks(chunk)
-
-    _store_inflated(txn, header, chunks(), expected)
-    inflater.finish()
-
-
-def _store_inflated(txn: Transaction, header: FileHeader, chunks: Iterable[bytes | memoryview],
-                    expected: str) -> None:
-    """Hash the inflated data (archive repos) or write it as a bare object (others)."""
-    if not txn.repo.mode.is_archive:
-        # Verifies the checksum; nothing is left behind on failure.
-        ContentWriter(txn, header, expected=expected).write_all(chunks)
-        return
-    hasher = ContentHasher(header)
-    for chunk in chunks:
-        hasher.update(chunk)
-    actual = hasher.hexdigest()
-    if actual != expected:
-        raise ChecksumError(f"corrupted file object; checksum expected={expected} actual={actual}",
-                            expected=expected, actual=actual)
-
-
-class _Storer:
-    """Background threads that verify and store fetched objects while the event loop fetches
-    the next ones: inflating, hashing and file system calls release the GIL, so storing
-    overlaps with the network instead of taking turns with it.
-
-    Jobs are fire-and-forget: the first error is kept in :attr:`error` (the puller stops
-    fetching once it is set) and every job still runs, so verified objects stay staged for a
-    resumed pull. Memory is bounded by the bytes of queued bodies (:meth:`room`); the event
-    loop is woken only when it waits, not once per object."""
-
-    def __init__(self, threads: int, max_bytes: int, max_jobs: int) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._threads_wanted = threads
-        self._threads: list[threading.Thread] = []
-        self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...], int] | None]
-        self._jobs = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._max_bytes = max_bytes
-        self._max_jobs = max_jobs
-        self._bytes = 0
-        self._count = 0
-        # (future, bytes, jobs): the loop is waiting until at most that much is queued.
-        self._waiter: tuple[asyncio.Future[None], int, int] | None = None
-        self.error: BaseException | None = None
-
-    def submit(self, fn: Callable[..., None], *args: Any, size: int = 0) -> None:
-        with self._lock:
-            self._bytes += size
-            self._count += 1
-        if len(self._threads) < self._threads_wanted:
-            t = threading.Thread(target=self._run, name="pyostree-store", daemon=True)
-            t.start()
-            self._threads.append(t)
-        self._jobs.put((fn, args, size))
-
-    async def room(self) -> None:
-        """Wait until the queue holds less than its byte and job limits (hysteresis: to half
-        of them, so a full queue wakes the loop once per batch rather than per object)."""
-        if self._bytes < self._max_bytes and self._count < self._max_jobs:
-            return
-        await self._wait_until(self._max_bytes // 2, self._max_jobs // 2)
-
-    async def drain(self) -> None:
-        """Wait until every submitted job has run."""
-        await self._wait_until(0, 0)
-
-    async def _wait_until(self, max_bytes: int, max_jobs: int) -> None:
-        while True:
-            with self._lock:
-                if self._bytes <= max_bytes and self._count <= max_jobs:
-                    return
-                if self._waiter is None:
-                    self._waiter = (self._loop.create_future(), max_bytes, max_jobs)
-                elif max_jobs < self._waiter[2]:  # drain() joins an earlier room() wait
-                    self._waiter = (self._waiter[0], max_bytes, max_jobs)
-                fut = self._waiter[0]
-            await asyncio.shield(fut)
-
-    def close(self) -> None:
-        """Stop the threads once the queue is empty (call after :meth:`drain`)."""
-        for _ in self._threads:
-            self._jobs.put(None)
-        for t in self._threads:
-            t.join()
-        self._threads = []
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args, size = job
-            try:
-                fn(*args)
-            except BaseException as exc:
-                with self._lock:
-                    if self.error is None:
-                        self.error = exc
-            with self._lock:
-                self._bytes -= size
-                self._count -= 1
-                waiter = self._waiter
-                if waiter is not None and self._bytes <= waiter[1] and self._count <= waiter[2]:
-                    self._waiter = None
-                    self._loop.call_soon_threadsafe(_resolve, waiter[0])
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class SizeTable:
@@ -514,7 +252,8 @@ class _Puller:
     """One pull: a bounded pool of fetch workers walking the commit graph."""
 
     def __init__(self, repo: Repo, remote: Remote, options: PullOptions,
-                 progress: ProgressFn | None, sysroot: Path | None) -> None:
+                 progress: ProgressFn | None, sysroot: Path | None,
+                 helper: PullHelper | None = None) -> None:
         self.repo = repo
         self.remote = remote
         self.options = options
@@ -526,7 +265,8 @@ class _Puller:
         self.content_bases: list[str] = []
         self.txn: Transaction | None = None
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyostree-write")
-        self.storer = _Storer(STORE_THREADS, STORE_MAX_BYTES, STORE_MAX_JOBS)
+        self.storer = Storer(STORE_THREADS, STORE_MAX_BYTES, STORE_MAX_JOBS)
+        self.helper = helper  # a second process for content objects (see pullhelper)
         # The walk's work lists: metadata first (it leads to more objects), then content.
         self.meta_todo: deque[tuple[ObjectType, str]] = deque()
         self.content_todo: deque[str] = deque()
@@ -829,11 +569,16 @@ class _Puller:
     async def worker(self) -> None:
         """Take objects off the work lists until they are empty and no other worker can add
         to them any more (or an error ends the walk)."""
-        while self.error is None and self.storer.error is None:
+        helper = self.helper if self.helper is not None and self.helper.started else None
+        while self.error is None and self.storer.error is None and (
+                helper is None or helper.error is None):
             if self.meta_todo:
                 objtype, csum = self.meta_todo.popleft()
             elif self.content_todo:
                 objtype, csum = ObjectType.FILE, self.content_todo.popleft()
+                if helper is not None and helper.has_room():
+                    self._give_to_helper(helper, csum)
+                    continue
             elif self._busy == 0:
                 break
             else:
@@ -852,6 +597,28 @@ class _Puller:
             if self.progress is not None:
                 self.progress(self.stats)
         self._wake_workers()  # the others re-check: the walk may be over
+
+    def _give_to_helper(self, helper: PullHelper, csum: str) -> None:
+        sizes = self.sizes.get(csum)
+        max_archived = sizes[0] if sizes else self.options.max_content_size
+        max_unpacked = sizes[1] if sizes else self.options.max_content_size
+        helper.give(csum, loose_object_path(csum, ObjectType.FILE, archive=True),
+                    max_archived, max_unpacked)
+
+    def _helper_fetched(self, csum: str, size: int) -> None:
+        self.stats.requests += 1
+        self.stats.fetched += 1
+        self.stats.helper_fetched += 1
+        self.stats.bytes += size
+        if self.progress is not None:
+            self.progress(self.stats)
+
+    async def close_helper(self) -> None:
+        """Stop the helper process and wait for it (before the transaction commits or is
+        aborted: nothing may still be writing into it)."""
+        if self.helper is not None:
+            helper, self.helper = self.helper, None
+            await helper.close()
 
     async def process(self, objtype: ObjectType, csum: str) -> None:
         assert self.txn is not None
@@ -929,44 +696,29 @@ class _Puller:
         sizes = self.sizes.get(csum)
         max_archived = sizes[0] if sizes else self.options.max_content_size
         max_unpacked = sizes[1] if sizes else self.options.max_content_size
-        await self.storer.room()
         if self.local_source is not None:
+            await self.storer.room()
             self.storer.submit(self._copy_local_content, csum)
             self.stats.fetched += 1
             return
         assert self.fetcher is not None
-        spool = Spool(self.txn, max_archived, csum)
-        try:
-            self.stats.requests += 1
-            size = await self.fetcher.fetch_stream(
-                self._urls(loose_object_path(csum, ObjectType.FILE, archive=True), meta=False),
-                spool.write, max_size=max_archived, restart=spool.restart)
-            spool.finish()
-        except BaseException:
-            spool.discard()
-            raise
-        # Only a body held in memory counts against the storer's byte limit.
-        self.storer.submit(self._store_content, spool, csum, max_unpacked,
-                           size=size if spool.path is None else 0)
+        self.stats.requests += 1
+        size = await fetch_content(
+            self.fetcher, self.storer, self.txn,
+            self._urls(loose_object_path(csum, ObjectType.FILE, archive=True), meta=False),
+            csum, max_archived, max_unpacked)
         self.stats.fetched += 1
         self.stats.bytes += size
 
-    def _store_content(self, spool: Spool, csum: str, max_unpacked: int) -> None:
-        assert self.txn is not None
-        try:
-            store_filez(self.txn, spool, csum, max_unpacked)
-        except FormatError as exc:
-            if csum in str(exc):
-                raise
-            raise FormatError(f"invalid file object {csum}: {exc}") from None
-        except OSError as exc:
-            raise os_error(exc, f"storing file object {csum}") from exc
-
     async def flush(self) -> None:
-        """Wait until everything handed to the storer is stored; raise its first error."""
+        """Wait until everything handed to the storer (and the helper) is stored; raise the
+        first error."""
         await self.storer.drain()
         if self.storer.error is not None:
             raise self.storer.error
+        if self.helper is not None and self.helper.started:
+            assert self.txn is not None
+            self.txn.add_staged(await self.helper.flush())
 
     def _copy_local_content(self, csum: str) -> None:
         assert self.txn is not None and self.local_source is not None
@@ -975,7 +727,7 @@ class _Puller:
             self.txn.write_content(header, (), csum)
         else:
             with stream:
-                self.txn.write_content(header, iter(lambda: stream.read(_CHUNK), b""), csum)
+                self.txn.write_content(header, iter(lambda: stream.read(CHUNK), b""), csum)
 
     async def walk(self, roots: list[tuple[str, str]]) -> None:
         """Fetch everything below the given (tree, meta) roots with a pool of workers (as many
@@ -988,6 +740,10 @@ class _Puller:
         n = self.options.workers
         if self.fetcher is not None:
             n = min(n, self.fetcher.config.max_in_flight)
+            if self.helper is not None and not self.helper.started:
+                assert self.txn.staging is not None
+                await self.helper.start(self.txn.staging, self._helper_fetched,
+                                        self.content_bases)
         workers = [asyncio.create_task(self.worker()) for _ in range(n)]
         try:
             await asyncio.gather(*workers)
@@ -997,6 +753,8 @@ class _Puller:
             await asyncio.gather(*workers, return_exceptions=True)
         if self.error is not None:
             raise self.error
+        if self.helper is not None and self.helper.error is not None:
+            raise self.helper.error
         await self.flush()
 
     async def subpath_roots(self, commit: Commit) -> list[tuple[str, str]]:
@@ -1050,9 +808,9 @@ class _Puller:
 
 async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | None]],
                       options: PullOptions, progress: ProgressFn | None,
-                      sysroot: Path | None) -> PullResult:
+                      sysroot: Path | None, helper: PullHelper | None) -> PullResult:
     start = time.monotonic()
-    p = _Puller(repo, remote, options, progress, sysroot)
+    p = _Puller(repo, remote, options, progress, sysroot, helper)
     try:
         await p.setup()
         if not refs:
@@ -1075,6 +833,7 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
             try:
                 fetched = await _fetch_targets(p, targets, result)
                 await p.flush()
+                await p.close_helper()
                 if options.dry_run:
                     txn.abort()
                     result.seconds = time.monotonic() - start
@@ -1082,6 +841,7 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
                 txn.commit()
             except BaseException:
                 p.storer.close()  # its threads write into the transaction: let them finish
+                await p.close_helper()  # and so does the helper
                 txn.abort(keep_staged=True)
                 raise
             for ref, csum in targets.items():
@@ -1100,6 +860,7 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
         result.seconds = time.monotonic() - start
         return result
     finally:
+        await p.close_helper()
         p.storer.close()
         p.pool.shutdown(wait=True)
         if p.fetcher is not None:
@@ -1170,7 +931,11 @@ def pull(repo: Repo, remote: Remote, refs: Sequence[str] | Sequence[tuple[str, s
     parsed: list[tuple[str, str | None]] = []
     for item in refs:
         parsed += parse_ref_args([item]) if isinstance(item, str) else [item]
-    return asyncio.run(_pull_async(repo, remote, parsed, opts, progress, sysroot))
+    helper = None
+    if not (opts.dry_run or opts.commit_metadata_only) and helper_wanted(
+            opts.url or remote.url or ""):
+        helper = PullHelper.fork(repo, fetch_config(remote, opts))
+    return asyncio.run(_pull_async(repo, remote, parsed, opts, progress, sysroot, helper))
 
 
 def pull_local(repo: Repo, src: Path, refs: Sequence[str], options: PullOptions | None = None,

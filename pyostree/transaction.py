@@ -233,6 +233,20 @@ class Transaction:
         else:
             self.abort(keep_staged=True)
 
+    @classmethod
+    def join(cls, repo: Repo, staging: Path) -> Transaction:
+        """Write into the staging directory of a transaction that another process began (and
+        will commit): the pull's helper process. The joined object only stages objects."""
+        txn = cls(repo)
+        txn.staging = staging
+        txn._prefix = f"{staging}/"
+        return txn
+
+    def add_staged(self, count: int) -> None:
+        """Count objects another process staged here (see :meth:`join`)."""
+        with self._lock:
+            self._n_staged += count
+
     def begin(self) -> None:
         tmp = self.repo.tmp_dir
         try:
@@ -312,9 +326,9 @@ class Transaction:
             self._counter += 1
             n = self._counter
         if csum is None:
-            return f"{self._prefix}tmp-{threading.get_ident()}-{n}"
+            return f"{self._prefix}tmp-{os.getpid()}-{threading.get_ident()}-{n}"
         prefix = self._prefix_dir(csum)
-        return f"{prefix}/tmp-{threading.get_ident()}-{n}"
+        return f"{prefix}/tmp-{os.getpid()}-{threading.get_ident()}-{n}"
 
     def _prefix_dir(self, csum: str) -> str:
         """The staging directory ``XX`` of an object, made if needed."""
