@@ -30,6 +30,64 @@ TAIL_LINES = 12
 # so every child of a 30 MB Python runner would report at least 30 MB.  Its CPU overhead (fork,
 # exec, ~1 ms) is the same for both tools; user+sys still come from our wait4 (µs resolution).
 GNU_TIME = "/usr/bin/time"
+SAMPLE_EVERY = 0.02
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid``'s descendants (children of every thread, recursively), not ``pid`` itself."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            stack += kids
+    return out
+
+
+def _rss_pss_kb(pid: int) -> tuple[int, int]:
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss, pss
+
+
+class _TreeSampler(threading.Thread):
+    """Samples the summed memory of a process tree until stopped; keeps the peaks."""
+
+    def __init__(self, root: int, include_root: bool) -> None:
+        super().__init__(name="tree-sampler", daemon=True)
+        self.root = root
+        self.include_root = include_root
+        self.peak_rss = self.peak_pss = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(SAMPLE_EVERY):
+            pids = _descendants(self.root) + ([self.root] if self.include_root else [])
+            rss = pss = 0
+            for pid in pids:
+                r, p = _rss_pss_kb(pid)
+                rss += r
+                pss += p
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
 
 
 @dataclass(slots=True)
@@ -43,6 +101,10 @@ class Measurement:
     sys: float
     maxrss_kb: int
     rss_exact: bool = True
+    # Sampled every SAMPLE_EVERY s: the peak of the summed RSS and PSS of all the command's
+    # processes (pyostree's pull forks a helper; GNU time's maxrss covers one process).
+    tree_rss_kb: int = 0
+    tree_pss_kb: int = 0
     timed_out: bool = False
     stdout_tail: str = ""
     stderr_tail: str = ""
@@ -98,6 +160,8 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
         timer = threading.Timer(timeout, kill) if timeout else None
         if timer:
             timer.start()
+        sampler = _TreeSampler(proc.pid, include_root=not use_time)  # not GNU time itself
+        sampler.start()
         try:
             _pid, status, ru = os.wait4(proc.pid, 0)
         except BaseException:
@@ -108,14 +172,17 @@ def measure(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | N
         finally:
             if timer:
                 timer.cancel()
+            sampler.done.set()
         wall = time.perf_counter() - started
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
     maxrss, exact = ru.ru_maxrss, False
     if use_time:
         with contextlib.suppress(OSError, ValueError, IndexError):
             maxrss, exact = int(rss_path.read_text().split()[-1]), True
     return Measurement(argv, proc.returncode, wall, ru.ru_utime, ru.ru_stime, maxrss, exact,
-                       timed_out.is_set(), _tail(out_path), _tail(err_path))
+                       sampler.peak_rss, sampler.peak_pss, timed_out.is_set(),
+                       _tail(out_path), _tail(err_path))
 
 
 def fingerprint_tree(root: Path) -> dict[str, int]:

@@ -230,6 +230,8 @@ class RunResult:
             "wall_s": m.wall if m else None, "user_s": m.user if m else None,
             "sys_s": m.sys if m else None, "cpu_s": m.cpu if m else None,
             "maxrss_kb": m.maxrss_kb if m else None,
+            "tree_rss_kb": m.tree_rss_kb if m else None,
+            "tree_pss_kb": m.tree_pss_kb if m else None,
             "traffic": self.traffic.as_dict() if self.traffic else None,
             "result": self.result,
         }
@@ -365,8 +367,8 @@ class ScenarioReport:
         return len(seen) > 1
 
 
-METRICS = ("wall_s", "cpu_s", "user_s", "sys_s", "maxrss_mb", "requests", "served_mb",
-           "connections")
+METRICS = ("wall_s", "cpu_s", "user_s", "sys_s", "maxrss_mb", "tree_rss_mb", "tree_pss_mb",
+           "requests", "served_mb", "connections")
 
 
 def metric(r: RunResult, key: str) -> float | None:
@@ -382,6 +384,10 @@ def metric(r: RunResult, key: str) -> float | None:
             return m.sys
         if key == "maxrss_mb":
             return m.maxrss_kb / 1024
+        if key == "tree_rss_mb":  # sampled; at least the exact peak of the main process
+            return max(m.tree_rss_kb, m.maxrss_kb) / 1024
+        if key == "tree_pss_mb":
+            return m.tree_pss_kb / 1024 if m.tree_pss_kb else None
     if t is not None:
         if key == "requests":
             return float(t.requests)
@@ -413,7 +419,8 @@ def run_scenario(h: Harness, scenario: Scenario, rounds: int, warmup: int,
                 assert m is not None
                 extra = f" {res.traffic.requests} req" if res.traffic else ""
                 log(f"  {scenario.name} {label} {tool:8s} {m.wall:8.3f}s wall {m.cpu:8.3f}s cpu "
-                    f"{m.maxrss_kb / 1024:7.1f} MB{extra}")
+                    f"{m.maxrss_kb / 1024:7.1f} MB ({m.tree_rss_kb / 1024:.1f} all processes, "
+                    f"PSS {m.tree_pss_kb / 1024:.1f}){extra}")
             else:
                 log(f"  {scenario.name} {label} {tool}: FAILED {res.error.splitlines()[0]}")
                 failed.add(tool)
@@ -443,12 +450,13 @@ def _pair(o: float | None, p: float | None, digits: int) -> str:
 def render_table(reports: list[ScenarioReport]) -> str:
     head = ("| scenario | wall s ostree | wall s pyostree | wall × | CPU s ostree | "
             "CPU s pyostree | CPU × | peak RSS MB ostree | peak RSS MB pyostree | RSS × | "
+            "all-process RSS MB o / p | all-process PSS MB o / p | "
             "requests o / p | MB served o / p |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for rep in reports:
         name = rep.scenario.name
         if rep.setup_error:
-            rows.append(f"| {name} | setup failed |" + " |" * 11)
+            rows.append(f"| {name} | setup failed |" + " |" * 13)
             continue
         med = {(t, k): rep.median(t, k) for t in TOOLS for k in METRICS}
         cells = [name]
@@ -457,6 +465,8 @@ def render_table(reports: list[ScenarioReport]) -> str:
             p_cell = "failed" if rep.failure("pyostree") and p is None else _fmt(p, digits)
             o_cell = "failed" if rep.failure("ostree") and o is None else _fmt(o, digits)
             cells += [o_cell, p_cell, _ratio(o, p)]
+        for key in ("tree_rss_mb", "tree_pss_mb"):
+            cells.append(_pair(med[("ostree", key)], med[("pyostree", key)], 1))
         if rep.scenario.uses_server:
             cells.append(_pair(med[("ostree", "requests")], med[("pyostree", "requests")], 0))
             cells.append(_pair(med[("ostree", "served_mb")], med[("pyostree", "served_mb")], 1))
