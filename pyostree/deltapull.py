@@ -173,13 +173,15 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
     if free is not None and need > free:
         raise RepoError(f"static delta {name} needs {need} bytes, only {free} free")
     # A pipeline: up to two parts download while one part is decompressed (in a worker thread)
-    # and another executes (in the other).  Only one xz dictionary (up to 32 MiB) is alive at
+    # and two others execute (in two more).  Only one xz dictionary (up to 32 MiB) is alive at
     # a time.  Decompressed payloads wait in unnamed files, not in memory: the decompressor
-    # runs ahead of the executor by up to one part, so neither waits for the other.
+    # runs ahead of the executors by up to one part, so they do not wait for each other.
+    # Parts are independent (each writes its own objects), and executing one is mostly file
+    # creation, which releases the GIL: two executors keep both cores busy.
     downloads = asyncio.Semaphore(2)
-    unpacked = asyncio.Semaphore(3)  # parts being decompressed, waiting or executing
+    unpacked = asyncio.Semaphore(4)  # parts being decompressed, waiting or executing
     unpacking = asyncio.Lock()
-    executing = asyncio.Lock()
+    executing = asyncio.Semaphore(2)
 
     def unpack_file(path: Path, header: PartHeader) -> UnpackedPart:
         with open(path, "rb") as fh:

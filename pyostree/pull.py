@@ -264,7 +264,7 @@ class _Puller:
         self.meta_bases: list[str] = []
         self.content_bases: list[str] = []
         self.txn: Transaction | None = None
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pyostree-write")
+        self.pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pyostree-write")
         self.storer = Storer(STORE_THREADS, STORE_MAX_BYTES, STORE_MAX_JOBS)
         self.helper = helper  # a second process for content objects (see pullhelper)
         # The walk's work lists: metadata first (it leads to more objects), then content.
