@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Iterator
 
-import aiohttp
 from yarl import URL
 
 from pyostree.errors import FetchError, TransientFetchError
 from pyostree.fetcher import BaseFetcher, FetchConfig, describe, tls_verify_error
+
+
+@contextlib.contextmanager
+def _no_trust_store() -> Iterator[None]:
+    """TLS contexts made inside get no trust anchors at all (they fail closed if used).
+
+    aiohttp makes a default verified and unverified context when its connector module loads,
+    reading the system trust store twice: about 50 ms and 3 MB in every pull, though pyostree
+    never uses them (each https request passes its own context, see ``_open``)."""
+    cls = ssl.SSLContext
+    saved = cls.load_default_certs, cls.set_default_verify_paths
+
+    def skip(self: ssl.SSLContext, *args: object) -> None:
+        return None
+
+    cls.load_default_certs = skip  # type: ignore[method-assign,assignment]
+    cls.set_default_verify_paths = skip  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        cls.load_default_certs, cls.set_default_verify_paths = saved  # type: ignore[method-assign]
+
+
+with _no_trust_store():
+    import aiohttp
+
 
 # A URL made only of these characters is already in the form it goes on the wire (ASCII, no
 # spaces, "%" only in escapes): object URLs are, so yarl is told not to re-encode them, which

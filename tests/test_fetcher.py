@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -482,6 +486,29 @@ def test_tls_client_certificate(backend: str, pki: Pki, tmp_path: Path) -> None:
             tls_client_key_path=str(pki.client_key),
         )
         assert get(backend, tls.url_for("/f"), cfg) == b"secret"
+
+
+def test_aiohttp_default_contexts_trust_nothing() -> None:
+    """fetcher_aiohttp loads aiohttp without its two import-time TLS contexts reading the
+    system trust store: they trust nothing (fail closed), and contexts made afterwards, ours
+    included, load it as usual. (A fresh interpreter: here aiohttp may be loaded already.)"""
+    code = (
+        "import ssl, json\n"
+        "import pyostree.fetcher_aiohttp\n"
+        "import aiohttp.connector as c\n"
+        "from pyostree.fetcher import FetchConfig, make_ssl_context\n"
+        "print(json.dumps([c._SSL_CONTEXT_VERIFIED.cert_store_stats(),\n"
+        "                  c._SSL_CONTEXT_VERIFIED.verify_mode == ssl.CERT_REQUIRED,\n"
+        "                  ssl.create_default_context().cert_store_stats(),\n"
+        "                  make_ssl_context(FetchConfig()).cert_store_stats()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    theirs, required, default, ours = json.loads(out)
+    assert theirs["x509_ca"] == 0 and required
+    assert default == ours
+    system = ssl.create_default_context().cert_store_stats()
+    assert ours == system, "pyostree's own context lost the system trust store"
 
 
 def test_bad_tls_files() -> None:
