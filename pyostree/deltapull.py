@@ -132,6 +132,10 @@ async def try_delta(p: _Puller, ref: str, csum: str, commit: Commit, result: Pul
         result.dry_run = _dry_run_info(sb, name)
         return True
     result.deltas.append(name)
+    # A delta brings the content objects itself: the pull's helper process would only hold
+    # memory while the parts are applied (the few objects a delta may leave out are fetched
+    # by the pull itself).
+    await p.close_helper()
     await _apply(p, sb, name)
     return True
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from . import errors
 from .errors import PyOstreeError
-from .fetcher import FetchConfig, fetcher_class, make_fetcher
+from .fetcher import BaseFetcher, FetchConfig, fetcher_class, make_fetcher
 from .pullstore import STORE_MAX_BYTES, STORE_MAX_JOBS, STORE_THREADS, Storer, fetch_content
 from .repo import Repo
 from .transaction import Transaction
@@ -310,7 +310,7 @@ class _Helper:
             storer.close()
             await fetcher.close()
 
-    async def worker(self, fetcher: Any, storer: Storer, txn: Transaction) -> None:
+    async def worker(self, fetcher: BaseFetcher, storer: Storer, txn: Transaction) -> None:
         while True:
             while not self.todo:
                 self.more.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from .pullhelpers import (
     make_client,
     needs_ostree,
     object_rel,
+    ostree,
     read_refs,
     start_pull,
     tree_objects,
@@ -104,6 +106,22 @@ def test_helper_turned_off(served: Served, srv: FaultServer, tmp_path: Path) -> 
     assert result["objects-fetched"] == served.big_files
     assert result["objects-fetched-by-helper"] == 0
     assert ls_tree(case.client, "origin:big") == ls_tree(served.repo, "big")
+
+
+def test_no_helper_work_with_a_static_delta(served: Served, srv: FaultServer,
+                                           tmp_path: Path) -> None:
+    """A delta brings the content itself: the helper is stopped before the parts are applied
+    and fetches nothing."""
+    repo = tmp_path / "srv"
+    shutil.copytree(served.repo, repo, symlinks=True)
+    ostree(f"--repo={repo}", "static-delta", "generate", "--empty", f"--to={served.big}")
+    ostree(f"--repo={repo}", "summary", "-u")
+    with FaultServer(repo) as delta_srv:
+        client = make_client(tmp_path / "client", delta_srv.url, mode="bare-user")
+        case = PullCase(tmp_path, client, delta_srv, watch=[repo])
+        result = pull_json(case, "big")
+    assert result["deltas"] and result["objects-fetched-by-helper"] == 0, result
+    assert ls_tree(client, "origin:big") == ls_tree(served.repo, "big")
 
 
 def test_corrupt_object_found_by_the_helper(served: Served, srv: FaultServer,
