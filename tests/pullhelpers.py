@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import random
 import shutil
@@ -20,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -602,6 +604,20 @@ def run_measured(args: Sequence[str], env: Mapping[str, str], timeout: float = 6
         seconds = time.monotonic() - start
         rss = int(rss_file.read() or 0)
     return proc, seconds, rss
+
+
+def gate_content(srv: FaultServer, free: int) -> threading.Event:
+    """Let the first ``free`` content requests through, hold the others until the event."""
+    gate = threading.Event()
+    counter = itertools.count()
+
+    def hold(path: str) -> bool:
+        if path.endswith(".filez") and next(counter) >= free:
+            gate.wait(30)
+        return False
+
+    srv.add_fault(hold, Fault())
+    return gate
 
 
 def start_pull(client: Path, args: Sequence[str], env: Mapping[str, str]

@@ -10,13 +10,11 @@ server succeeding without cleanup.
 
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from .pullhelpers import (
     file_of,
     flip_byte,
     fsck_both,
+    gate_content,
     init_repo,
     ls_tree,
     make_client,
@@ -430,15 +429,7 @@ def test_130mib_of_zeros(world: World, srv: FaultServer, tmp_path: Path, zeros: 
 
 def test_two_pulls_at_once(world: World, srv: FaultServer, tmp_path: Path) -> None:
     case = new_case(world, srv, tmp_path)
-    gate = threading.Event()
-    counter = itertools.count()
-
-    def hold(path: str) -> bool:
-        if path.endswith(".filez") and next(counter) >= 1:
-            gate.wait(30)
-        return False
-
-    srv.add_fault(hold, Fault())
+    gate = gate_content(srv, free=1)
     first = start_pull(case.client, PULL, case.env)
     waiting = None
     try:

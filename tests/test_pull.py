@@ -8,10 +8,8 @@ written outside the repository, and a rerun against the healed server succeeding
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from .pullhelpers import (
     file_of,
     flip_byte,
     fsck_both,
+    gate_content,
     init_repo,
     ls_tree,
     make_client,
@@ -353,20 +352,6 @@ def test_ref_binding_refused(world: World, srv: FaultServer, tmp_path: Path) -> 
 
 
 # --------------------------------------------------------------------------- SIGKILL and resume
-
-
-def gate_content(srv: FaultServer, free: int) -> threading.Event:
-    """Let the first ``free`` content requests through, hold the others until the event."""
-    gate = threading.Event()
-    counter = itertools.count()
-
-    def hold(path: str) -> bool:
-        if path.endswith(".filez") and next(counter) >= free:
-            gate.wait(30)
-        return False
-
-    srv.add_fault(hold, Fault())
-    return gate
 
 
 @pytest.mark.parametrize("mode", ["archive", "bare-user"])

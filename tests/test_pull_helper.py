@@ -8,12 +8,11 @@ the other pull tests cover the single-process path too.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import signal
-import threading
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +21,12 @@ import pytest
 from .httpserver import Fault, FaultServer
 from .pullhelpers import (
     PullCase,
+    assert_one_error,
     commit,
     file_of,
     flip_byte,
     fsck_both,
+    gate_content,
     init_repo,
     ls_tree,
     make_client,
@@ -147,15 +148,7 @@ def helper_pid(parent: int) -> int | None:
 
 def test_helper_killed_mid_pull(served: Served, srv: FaultServer, tmp_path: Path) -> None:
     case = new_case(served, srv, tmp_path)
-    gate = threading.Event()
-    counter = itertools.count()
-
-    def hold(path: str) -> bool:
-        if path.endswith(".filez") and next(counter) >= 40:
-            gate.wait(30)
-        return False
-
-    srv.add_fault(hold, Fault())
+    gate = gate_content(srv, free=40)
     proc = start_pull(case.client, ["pull", "origin", "big"], case.env)
     try:
         assert wait_until(lambda: helper_pid(proc.pid) is not None), "no helper was forked"
@@ -170,12 +163,8 @@ def test_helper_killed_mid_pull(served: Served, srv: FaultServer, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    stderr = err.decode()
-    assert proc.returncode != 0, stderr
-    assert "Traceback" not in stderr, stderr
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
-    assert "helper process" in lines[0], lines[0]
+    assert_one_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err.decode()),
+                     "helper process")
     assert read_refs(case.client) == {}
     fsck_both(case.client)
     assert helper_pid(proc.pid) is None
