@@ -250,7 +250,10 @@ def _rebuild_error(name: str, message: str) -> BaseException:
 
 def _helper_main(sock: socket.socket, repo: Repo, config: FetchConfig, parent: int) -> int:
     # Ctrl-C reaches the whole process group: the parent handles it and closes the socket.
+    # SIGTERM (systemd stops every process of a service) ends the helper at once, whatever
+    # handler the parent had installed (the updater's only sets its stop event).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent)
     # Once the parent has stopped (after an error it reports itself), writes to it fail and
     # asyncio would log about them on the terminal the two share.
