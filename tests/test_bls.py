@@ -162,7 +162,10 @@ def test_entry_filenames() -> None:
         ("ostree-4+1.conf", EntryFilename(4, None, 1)),
     ]:
         assert parse_entry_filename(name) == parsed
-    for bad in ("ostree-x-os.conf", "foo.conf", "ostree-1-os.txt", "ostree-.conf"):
+    # A "/" is never in a file name: such a name is not an entry (hypothesis found that
+    # "ostree-3-os-x+2/1.conf" parsed, with a stateroot that cannot be written back).
+    for bad in ("ostree-x-os.conf", "foo.conf", "ostree-1-os.txt", "ostree-.conf",
+                "ostree-3-os-x+2/1.conf", "ostree-1-a/b.conf"):
         with pytest.raises(FormatError):
             parse_entry_filename(bad)
     with pytest.raises(ValueError):

@@ -363,7 +363,7 @@ def _check_item(key: str, value: str) -> None:
 # ---------------------------------------------------------------------------- file names
 
 _ENTRY_NAME_RE = re.compile(
-    r"ostree-(?P<version>[0-9]+)(?:-(?P<osname>.+?))?"
+    r"ostree-(?P<version>[0-9]+)(?:-(?P<osname>[^/]+?))?"
     r"(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.conf"
 )
 
