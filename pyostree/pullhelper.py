@@ -157,8 +157,7 @@ class PullHelper:
         assert self._writer is not None
         if self._writer.is_closing():
             raise PyOstreeError("the pull's helper process ended unexpectedly")
-        data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
-        self._writer.write(_FRAME.pack(len(data)) + data)
+        _write_frame(self._writer, msg)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -215,6 +214,11 @@ def _reap(pid: int) -> None:
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def _write_frame(writer: asyncio.StreamWriter, msg: tuple[Any, ...]) -> None:
+    data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
+    writer.write(_FRAME.pack(len(data)) + data)
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -357,5 +361,4 @@ class _Helper:
         assert self.writer is not None
         if self.writer.is_closing():  # the parent is gone or has stopped listening
             return
-        data = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
-        self.writer.write(_FRAME.pack(len(data)) + data)
+        _write_frame(self.writer, msg)
