@@ -496,8 +496,6 @@ def test_mutated_strategy_changes_the_seed() -> None:
     assert len(seen) > 5
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: PartPayload.from_bytes accepts payloads "
-                   "with wider framing offsets than normal form (found by atheris)")
 def test_part_payload_rejects_non_normal_framing() -> None:
     """257 zero bytes frame an empty payload with 251 bytes of ops using 2-byte offsets; the
     normal form of that value is 254 bytes with 1-byte offsets, and gvariant.decode refuses

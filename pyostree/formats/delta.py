@@ -599,6 +599,15 @@ def _offset_size(total: int) -> int:
     return 8
 
 
+def _framed_offset_size(body: int, offsets: int) -> int:
+    """The offset size GVariant's serializer picks for ``body`` bytes followed by
+    ``offsets`` framing offsets: the smallest with which the whole still fits."""
+    for size, limit in ((1, 0xFF), (2, 0xFFFF), (4, 0xFFFFFFFF)):
+        if body + offsets * size <= limit:
+            return size
+    return 8
+
+
 Mode = tuple[int, int, int]
 Xattrs = tuple[tuple[bytes, bytes], ...]
 
@@ -613,6 +622,8 @@ def _payload_framing(size: int, tail: bytes | memoryview) -> tuple[int, int, int
     end_modes = int.from_bytes(tail[2 * osz :], "little")
     end_xattrs = int.from_bytes(tail[osz : 2 * osz], "little")
     end_blob = int.from_bytes(tail[:osz], "little")
+    if _framed_offset_size(table, 3) != osz:  # e.g. 2-byte offsets where 1-byte ones fit
+        raise FormatError("delta part payload framing is not in normal form")
     if not end_modes <= end_xattrs <= end_blob <= table:
         raise FormatError("delta part payload framing offsets out of range")
     if end_modes % 12:
@@ -745,12 +756,7 @@ class PartPayload:
         )
         xattrs = gvariant.encode("aa(ayay)", [list(entry) for entry in self.xattrs])
         ends = [len(modes), len(modes) + len(xattrs), len(modes) + len(xattrs) + len(self.blob)]
-        body = len(modes) + len(xattrs) + len(self.blob) + len(self.ops)
-        osz = 8
-        for size, limit in ((1, 0xFF), (2, 0xFFFF), (4, 0xFFFFFFFF)):
-            if body + 3 * size <= limit:
-                osz = size
-                break
+        osz = _framed_offset_size(len(modes) + len(xattrs) + len(self.blob) + len(self.ops), 3)
         table = b"".join(end.to_bytes(osz, "little") for end in reversed(ends))
         return b"".join((modes, xattrs, self.blob, self.ops, table))
 
