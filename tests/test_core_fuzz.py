@@ -85,7 +85,8 @@ def test_gvariant_decode_random_bytes(data: bytes, type_string: str) -> None:
     if value is not None:
         assert gv.encode(type_string, value) == data
         swapped = gv.byteswap(type_string, value)
-        assert gv.byteswap(type_string, swapped) == value
+        # As bytes: a 'v' may hold a NaN double, which is not equal to itself.
+        assert gv.encode(type_string, gv.byteswap(type_string, swapped)) == data
         format_variant(type_string, value)
 
 
@@ -150,7 +151,10 @@ def test_gvariant_text_parser_random_text(text: str) -> None:
     except PyOstreeError:
         return
     printed = format_variant(variant.type, variant.value)
-    assert parse_text(printed) == variant
+    again = parse_text(printed)
+    # Compared as serialised bytes: 'nan' parses to a double that is not equal to itself.
+    assert again.type == variant.type
+    assert gv.encode(again.type, again.value) == gv.encode(variant.type, variant.value)
 
 
 _BASIC = {
