@@ -26,6 +26,7 @@ from .formats.delta import (
     DeltaSuperblock,
     Fallback,
     PartBuilder,
+    PartFileEncoder,
     PartHeader,
     PayloadLayout,
     decompress_part_into,
@@ -258,12 +259,15 @@ def delete_delta(repo: Repo, name: str) -> None:
 
 @attrs.frozen
 class GenerateOptions:
+    """``ostree static-delta generate``'s options, with its defaults. Sizes are in bytes."""
+
     max_chunk_size: int = 32 * MB
     inline: bool = False
     bsdiff: bool = True
     max_bsdiff_size: int = 16 * MB
+    #: A file larger than this (in an archive repository) becomes a fallback object, fetched
+    #: loose, instead of going into a part; 0 turns fallbacks off.
     min_fallback_size: int = 4 * MB
-    fallbacks: bool = False
 
 
 def _new_objects(repo: Repo, from_csum: str | None, to_csum: str
@@ -298,94 +302,164 @@ def _basenames(repo: Repo, commit: str) -> dict[str, list[str]]:
     return out
 
 
+class _PartWriter:
+    """Parts of a delta being generated, written one by one into ``directory``.
+
+    The current part's blob is spooled to an unlinked temporary file, and each part is
+    xz-compressed from there straight into its file, so no part, and no file in one, is held
+    in memory."""
+
+    def __init__(self, directory: Path, spool: BinaryIO) -> None:
+        self.directory = directory
+        self.headers: list[PartHeader] = []
+        self._spool = spool
+        self.builder = PartBuilder(blob_sink=self._spool.write)
+
+    def make_room(self, size: int, max_size: int) -> None:
+        """Start a new part if ``size`` more bytes would take this one past ``max_size``."""
+        if self.builder.objects and self.builder.usize + size > max_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.builder.objects:
+            return
+        head, tail = self.builder.frame()
+        encoder = PartFileEncoder()
+        path = self.directory / str(len(self.headers))
+        with path.open("wb") as out:
+            out.write(encoder.update(head))
+            self._spool.seek(0)
+            while chunk := self._spool.read(_CHUNK):
+                out.write(encoder.update(chunk))
+            out.write(encoder.update(tail))
+            out.write(encoder.finish())
+            out.flush()
+            os.fsync(out.fileno())
+        self.headers.append(self.builder.header(encoder))
+        self._spool.seek(0)
+        self._spool.truncate()
+        self.builder = PartBuilder(blob_sink=self._spool.write)
+
+
 def generate_delta(repo: Repo, from_rev: str | None, to_rev: str,
                    options: GenerateOptions | None = None) -> str:
-    """Write ``deltas/…/superblock`` and its parts; returns the delta name."""
-    import time
+    """Write ``deltas/…/superblock`` and its parts; returns the delta name.
 
+    Memory stays bounded by the tables of one part, plus the two files of a bsdiff (at most
+    ``max_bsdiff_size`` each); inline parts are read back into the superblock."""
     opts = options or GenerateOptions()
     to_csum = repo.resolve_rev(to_rev)
     assert to_csum is not None
     from_csum = repo.resolve_rev(from_rev) if from_rev else None
-    commit_bytes = repo.load_metadata_bytes(ObjectType.COMMIT, to_csum)
-    candidates = _basenames(repo, from_csum) if (from_csum and opts.bsdiff) else {}
-    names = _names_by_csum(repo, to_csum) if candidates else {}
-    parts: list[tuple[bytes, PartHeader]] = []
-    fallbacks: list[Fallback] = []
-    builder = PartBuilder()
-
-    def flush() -> None:
-        nonlocal builder
-        if builder.objects:
-            parts.append(builder.finish())
-        builder = PartBuilder()
-
-    meta_first: list[tuple[ObjectType, str]] = []
-    files: list[str] = []
-    for otype, csum in _new_objects(repo, from_csum, to_csum):
-        if otype is ObjectType.FILE:
-            files.append(csum)
-        elif otype is not ObjectType.COMMIT:
-            meta_first.append((otype, csum))
-    for otype, csum in meta_first:
-        builder.add_metadata(int(otype), csum, repo.load_metadata_bytes(otype, csum))
-        if builder.usize >= opts.max_chunk_size:
-            flush()
-    for csum in files:
-        header, stream = repo.open_content(csum)
-        if header.is_symlink:
-            builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs,
-                                header.symlink_target.encode())
-            continue
-        assert stream is not None
-        if opts.fallbacks and header.size >= opts.min_fallback_size and repo.mode.is_archive:
-            stream.close()
-            size = repo.object_path(ObjectType.FILE, csum).stat().st_size
-            fallbacks.append(Fallback(OBJ_FILE, csum, size, header.size))
-            continue
-        with stream:
-            data = stream.read()
-        source = _bsdiff_source(repo, candidates, names.get(csum), header.size, opts)
-        if source is not None:
-            from .formats.bspatch import bsdiff
-
-            _, sstream = repo.open_content(source)
-            assert sstream is not None
-            with sstream:
-                old = sstream.read()
-            patch = bsdiff(old, data)
-            # The patch is mostly zeros where the files agree: judge it compressed.
-            if len(zlib.compress(patch, 1)) < len(zlib.compress(data, 1)) * 3 // 4:
-                builder.add_bsdiff(csum, header.uid, header.gid, header.mode, header.xattrs,
-                                   header.size, source, patch)
-            else:
-                builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs,
-                                    data)
-        else:
-            builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs, data)
-        if builder.usize >= opts.max_chunk_size:
-            flush()
-    flush()
-    detached = None
-    with contextlib.suppress(ObjectNotFoundError):
-        detached = repo.load_metadata_bytes(ObjectType.COMMIT_META, to_csum)
-    sb = DeltaSuperblock.build(
-        from_checksum=from_csum, to_checksum=to_csum, commit=commit_bytes,
-        parts=[h for _, h in parts], fallbacks=fallbacks, timestamp=int(time.time()),
-        inline_parts=[f for f, _ in parts] if opts.inline else None, commitmeta=detached)
     ddir = repo.path / delta_dir(from_csum, to_csum)
     tmp = ddir.with_name(ddir.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    if not opts.inline:
-        for i, (part_file, _) in enumerate(parts):
-            atomic_write(tmp / str(i), part_file, fsync=False)
-    atomic_write(tmp / "superblock", sb.to_bytes())
+    try:
+        name = _generate_into(repo, tmp, from_csum, to_csum, opts)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if ddir.exists():
         shutil.rmtree(ddir)
     os.rename(tmp, ddir)
+    return name
+
+
+def _generate_into(repo: Repo, tmp: Path, from_csum: str | None, to_csum: str,
+                   opts: GenerateOptions) -> str:
+    import time
+
+    commit_bytes = repo.load_metadata_bytes(ObjectType.COMMIT, to_csum)
+    candidates = _basenames(repo, from_csum) if (from_csum and opts.bsdiff) else {}
+    names = _names_by_csum(repo, to_csum) if candidates else {}
+    fallbacks: list[Fallback] = []
+    with tempfile.TemporaryFile(dir=repo.path / "tmp") as spool:
+        parts = _PartWriter(tmp, spool)
+        meta_first: list[tuple[ObjectType, str]] = []
+        files: list[str] = []
+        for otype, csum in _new_objects(repo, from_csum, to_csum):
+            if otype is ObjectType.FILE:
+                files.append(csum)
+            elif otype is not ObjectType.COMMIT:
+                meta_first.append((otype, csum))
+        for otype, csum in meta_first:
+            data = repo.load_metadata_bytes(otype, csum)
+            parts.make_room(len(data), opts.max_chunk_size)
+            parts.builder.add_metadata(int(otype), csum, data)
+        for csum in files:
+            if fallback := _add_file(repo, parts, csum, candidates, names, opts):
+                fallbacks.append(fallback)
+        parts.flush()
+    inline = None
+    if opts.inline:
+        inline = [(tmp / str(i)).read_bytes() for i in range(len(parts.headers))]
+    detached = None
+    with contextlib.suppress(ObjectNotFoundError):
+        detached = repo.load_metadata_bytes(ObjectType.COMMIT_META, to_csum)
+    sb = DeltaSuperblock.build(
+        from_checksum=from_csum, to_checksum=to_csum, commit=commit_bytes,
+        parts=parts.headers, fallbacks=fallbacks, timestamp=int(time.time()),
+        inline_parts=inline, commitmeta=detached)
+    if inline is not None:
+        for i in range(len(inline)):
+            (tmp / str(i)).unlink()
+    atomic_write(tmp / "superblock", sb.to_bytes())
     return sb.name
+
+
+def _add_file(repo: Repo, parts: _PartWriter, csum: str, candidates: dict[str, list[str]],
+              names: dict[str, str], opts: GenerateOptions) -> Fallback | None:
+    """Put one content object into the current part, as a bsdiff against a file of the same
+    name in the from-commit when that pays, else whole; or, like ostree, return a large file
+    that was not bsdiffed as a fallback object."""
+    header, stream = repo.open_content(csum)
+    if header.is_symlink:
+        parts.make_room(0, opts.max_chunk_size)
+        parts.builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs,
+                                  header.symlink_target.encode())
+        return None
+    assert stream is not None
+    with stream:
+        data: bytes | None = None
+        source = _bsdiff_source(repo, candidates, names.get(csum), header.size, opts)
+        if source is not None:
+            data = stream.read()
+            patch = _bsdiff_patch(repo, source, data)
+            if patch is not None:
+                parts.make_room(header.size, opts.max_chunk_size)
+                parts.builder.add_bsdiff(csum, header.uid, header.gid, header.mode,
+                                         header.xattrs, header.size, source, patch)
+                return None
+        if 0 < opts.min_fallback_size < header.size and repo.mode.is_archive:
+            size = repo.object_path(ObjectType.FILE, csum).stat().st_size
+            return Fallback(OBJ_FILE, csum, size, header.size)
+        parts.make_room(header.size, opts.max_chunk_size)
+        if data is not None:
+            parts.builder.add_content(csum, header.uid, header.gid, header.mode, header.xattrs,
+                                      data)
+        else:
+            parts.builder.add_content_chunks(
+                csum, header.uid, header.gid, header.mode, header.xattrs, header.size,
+                iter(lambda: stream.read(_CHUNK), b""))
+    return None
+
+
+def _bsdiff_patch(repo: Repo, source: str, data: bytes) -> bytes | None:
+    """A bsdiff patch from ``source``'s data to ``data``, or None if it would not save much."""
+    from .formats.bspatch import bsdiff
+
+    _, sstream = repo.open_content(source)
+    assert sstream is not None
+    with sstream:
+        old = sstream.read()
+    patch = bsdiff(old, data)
+    del old
+    # The patch is mostly zeros where the files agree: judge it compressed.
+    if len(zlib.compress(patch, 1)) < len(zlib.compress(data, 1)) * 3 // 4:
+        return patch
+    return None
 
 
 def _names_by_csum(repo: Repo, commit: str) -> dict[str, str]:

@@ -44,10 +44,10 @@ def register(sub: Any) -> None:
     q.add_argument("--max-chunk-size", type=int, default=32, metavar="MB",
                    help="maximum size of delta parts in megabytes (default: 32)")
     q.add_argument("--disable-bsdiff", action="store_true", help="disable use of bsdiff")
-    q.add_argument("--min-fallback-size", type=int, default=0, metavar="MB",
-                   help="minimum uncompressed size in megabytes for a file to be fetched as a "
-                   "separate HTTP request (fallback object) instead of in a part (0: never) "
-                   "(default: 0)")
+    q.add_argument("--min-fallback-size", type=int, default=4, metavar="MB",
+                   help="minimum uncompressed size in megabytes for using fallback (a file "
+                   "fetched as its own object instead of in a part), 0 to disable "
+                   "(default: 4)")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -116,8 +116,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise CommandError("the target has no parent; use --from or --empty")
     opts = GenerateOptions(
         max_chunk_size=max(args.max_chunk_size, 1) * 1_000_000, inline=args.inline,
-        bsdiff=not args.disable_bsdiff, fallbacks=args.min_fallback_size > 0,
-        min_fallback_size=args.min_fallback_size * 1_000_000)
+        bsdiff=not args.disable_bsdiff, min_fallback_size=args.min_fallback_size * 1_000_000)
     with repo.lock():
         name = generate_delta(repo, from_rev, args.to_rev, opts)
     print(f"Generated static delta {name}")

@@ -750,15 +750,27 @@ class PartPayload:
 
     def to_bytes(self) -> bytes:
         """The serialized payload (what a part file compresses)."""
-        modes = b"".join(
-            uid.to_bytes(4, "big") + gid.to_bytes(4, "big") + mode.to_bytes(4, "big")
-            for uid, gid, mode in self.modes
-        )
-        xattrs = gvariant.encode("aa(ayay)", [list(entry) for entry in self.xattrs])
-        ends = [len(modes), len(modes) + len(xattrs), len(modes) + len(xattrs) + len(self.blob)]
-        osz = _framed_offset_size(len(modes) + len(xattrs) + len(self.blob) + len(self.ops), 3)
-        table = b"".join(end.to_bytes(osz, "little") for end in reversed(ends))
-        return b"".join((modes, xattrs, self.blob, self.ops, table))
+        head, tail = payload_frame(self.modes, self.xattrs, len(self.blob), self.ops)
+        return b"".join((head, self.blob, tail))
+
+
+def payload_frame(
+    modes: Sequence[Mode], xattrs: Sequence[Xattrs], blob_size: int, ops: bytes | bytearray
+) -> tuple[bytes, bytes]:
+    """The serialized payload around its blob: ``head + blob + tail`` is the payload.
+
+    Only the blob's size is needed, so a builder can keep a large blob outside memory and
+    stream it between the two."""
+    raw_modes = b"".join(
+        uid.to_bytes(4, "big") + gid.to_bytes(4, "big") + mode.to_bytes(4, "big")
+        for uid, gid, mode in modes
+    )
+    raw_xattrs = gvariant.encode("aa(ayay)", [list(entry) for entry in xattrs])
+    head = raw_modes + raw_xattrs
+    ends = [len(raw_modes), len(head), len(head) + blob_size]
+    osz = _framed_offset_size(len(head) + blob_size + len(ops), 3)
+    table = b"".join(end.to_bytes(osz, "little") for end in reversed(ends))
+    return head, bytes(ops) + table
 
 
 # ---------------------------------------------------------------------------- part files
@@ -919,13 +931,42 @@ def encode_part_file(
     payload: bytes, compression: int = COMPRESSION_XZ, *, preset: int = 6
 ) -> bytes:
     """Make a part file: the compression byte then the (xz-compressed) payload."""
-    if compression == COMPRESSION_NONE:
-        return b"\0" + payload
-    if compression != COMPRESSION_XZ:
-        raise ValueError(f"unsupported delta part compression {compression!r}")
-    return b"x" + lzma.compress(
-        payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=preset
-    )
+    encoder = PartFileEncoder(compression, preset=preset)
+    return b"".join((encoder.update(payload), encoder.finish()))
+
+
+class PartFileEncoder:
+    """Makes a part file from a payload fed in pieces: ``update()`` and ``finish()`` return
+    the part file's bytes as they come; ``size`` and ``checksum`` describe the whole file."""
+
+    def __init__(self, compression: int = COMPRESSION_XZ, *, preset: int = 6) -> None:
+        if compression not in (COMPRESSION_NONE, COMPRESSION_XZ):
+            raise ValueError(f"unsupported delta part compression {compression!r}")
+        self._xz = (
+            lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=preset)
+            if compression == COMPRESSION_XZ
+            else None
+        )
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._pending = b"x" if self._xz is not None else b"\0"
+
+    def _out(self, data: bytes) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        return self._out(self._xz.compress(data) if self._xz is not None else bytes(data))
+
+    def finish(self) -> bytes:
+        return self._out(self._xz.flush() if self._xz is not None else b"")
+
+    @property
+    def checksum(self) -> str:
+        return self._hash.hexdigest()
 
 
 # ---------------------------------------------------------------------------- building
@@ -936,14 +977,20 @@ class PartBuilder:
 
     Emits the op patterns ostree emits: ``S`` for whole objects, ``r o B c R`` for bsdiff,
     and ``o`` + ``w``/``r w … R`` + ``c`` for files assembled from pieces.
+
+    The blob is kept in memory unless ``blob_sink`` is given: then every blob byte goes to
+    it in order and the part is encoded with :meth:`frame` around the stored blob, so a part
+    of any size, or a file of any size in it, never has to fit in memory.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, blob_sink: Callable[[bytes], object] | None = None) -> None:
         self.objects: list[tuple[int, str]] = []
         self.usize = 0
         self._modes: dict[Mode, int] = {}
         self._xattrs: dict[Xattrs, int] = {}
         self._blob = bytearray()
+        self._blob_size = 0
+        self._sink = blob_sink
         self._ops = bytearray()
         self._open: tuple[int, int] | None = None  # (declared size, written)
         self._source: str | None = None
@@ -952,7 +999,7 @@ class PartBuilder:
     @property
     def blob_size(self) -> int:
         """Bytes in the blob so far (a cheap part-size estimate)."""
-        return len(self._blob)
+        return self._blob_size
 
     def _op(self, code: int, *args: int) -> None:
         self._ops.append(code)
@@ -960,8 +1007,12 @@ class PartBuilder:
             self._ops += encode_varint(arg)
 
     def _append_blob(self, data: bytes | bytearray | memoryview) -> int:
-        offset = len(self._blob)
-        self._blob += data
+        offset = self._blob_size
+        if self._sink is not None:
+            self._sink(bytes(data))
+        else:
+            self._blob += data
+        self._blob_size += len(data)
         return offset
 
     def _mode_index(self, uid: int, gid: int, mode: int) -> int:
@@ -1002,6 +1053,33 @@ class PartBuilder:
         xattr_idx = self._xattr_index(xattrs)
         self._op(OP_OPEN_SPLICE_AND_CLOSE, mode_idx, xattr_idx, len(data), self._append_blob(data))
 
+    def add_content_chunks(
+        self,
+        csum: str,
+        uid: int,
+        gid: int,
+        mode: int,
+        xattrs: Sequence[tuple[bytes, bytes]],
+        size: int,
+        chunks: Iterable[bytes],
+    ) -> None:
+        """A regular file shipped whole, its ``size`` bytes given as ``chunks`` (the same
+        ``S`` op as :meth:`add_content`, without holding the file)."""
+        self._check_closed()
+        if mode & 0o170000 != 0o100000:
+            raise ValueError("add_content_chunks is for regular files")
+        csum = _require_hex(csum)
+        offset = self._blob_size
+        for chunk in chunks:
+            self._append_blob(chunk)
+        if self._blob_size - offset != size:
+            raise ValueError(f"file gave {self._blob_size - offset} bytes, not {size}")
+        self.objects.append((OBJ_FILE, csum))
+        self.usize += size
+        mode_idx = self._mode_index(uid, gid, mode)
+        xattr_idx = self._xattr_index(xattrs)
+        self._op(OP_OPEN_SPLICE_AND_CLOSE, mode_idx, xattr_idx, size, offset)
+
     def add_bsdiff(
         self,
         csum: str,
@@ -1021,7 +1099,7 @@ class PartBuilder:
         xattr_idx = self._xattr_index(xattrs)
         self._op(OP_SET_READ_SOURCE, self._append_blob(bytes.fromhex(_require_hex(source_csum))))
         self._op(OP_OPEN, mode_idx, xattr_idx, size)
-        self._op(OP_BSPATCH, len(self._blob), len(patch))
+        self._op(OP_BSPATCH, self._blob_size, len(patch))
         self._append_blob(patch)
         self._op(OP_CLOSE)
         self._op(OP_UNSET_READ_SOURCE)
@@ -1085,9 +1163,26 @@ class PartBuilder:
         self._op(OP_CLOSE)
         self._open = None
 
-    def payload(self) -> PartPayload:
-        """The part payload built so far."""
+    def frame(self) -> tuple[bytes, bytes]:
+        """The payload around the blob (``head + blob + tail``; see :func:`payload_frame`)."""
         self._check_closed()
+        return payload_frame(tuple(self._modes), tuple(self._xattrs), self._blob_size, self._ops)
+
+    def header(self, encoder: PartFileEncoder) -> PartHeader:
+        """The part's header, once ``encoder`` has encoded the whole payload."""
+        return PartHeader(
+            version=0,
+            checksum=encoder.checksum,
+            size=encoder.size,
+            usize=self.usize,
+            objects=tuple(self.objects),
+        )
+
+    def payload(self) -> PartPayload:
+        """The part payload built so far (blob kept in memory only)."""
+        self._check_closed()
+        if self._sink is not None:
+            raise RuntimeError("the blob went to a sink: encode the part with frame()")
         return PartPayload(
             modes=tuple(self._modes),
             xattrs=tuple(self._xattrs),
@@ -1098,13 +1193,7 @@ class PartBuilder:
     def finish(
         self, compression: int = COMPRESSION_XZ, *, preset: int = 6
     ) -> tuple[bytes, PartHeader]:
-        """Encode the part file and its header."""
-        part_file = encode_part_file(self.payload().to_bytes(), compression, preset=preset)
-        header = PartHeader(
-            version=0,
-            checksum=hashlib.sha256(part_file).hexdigest(),
-            size=len(part_file),
-            usize=self.usize,
-            objects=tuple(self.objects),
-        )
-        return part_file, header
+        """Encode the part file and its header (blob kept in memory only)."""
+        encoder = PartFileEncoder(compression, preset=preset)
+        part_file = b"".join((encoder.update(self.payload().to_bytes()), encoder.finish()))
+        return part_file, self.header(encoder)
