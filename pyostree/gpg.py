@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import re
 import warnings
@@ -31,6 +32,7 @@ from .errors import FormatError, SignatureError, UsageError
 
 __all__ = [
     "GPG_METADATA_KEY",
+    "Failure",
     "KeyInfo",
     "Keyring",
     "Packet",
@@ -618,6 +620,18 @@ class Keyring:
 # --------------------------------------------------------------------------- verification
 
 
+class Failure(enum.Enum):
+    """Why a signature is not valid, for programs (``SignatureStatus.reason`` is for people)."""
+
+    NONE = "none"  # the signature is good
+    BAD = "bad"  # the signature does not match the data and key
+    KEY_MISSING = "key-missing"  # no key in the keyring has the issuer's id
+    KEY_REVOKED = "key-revoked"
+    KEY_EXPIRED = "key-expired"  # the signing key, or its primary key
+    SIG_EXPIRED = "signature-expired"
+    OTHER = "other"  # unreadable packet, wrong type or hash, unusable key …
+
+
 @attrs.frozen
 class SignatureStatus:
     """The verdict on one signature packet."""
@@ -636,6 +650,7 @@ class SignatureStatus:
     sig_expires: datetime | None = None
     key_expires: datetime | None = None
     primary_expires: datetime | None = None
+    failure: Failure = Failure.OTHER  # Failure.NONE exactly when valid
 
 
 @attrs.frozen
@@ -668,22 +683,24 @@ def _fmt_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _key_problem(state: _KeyState, sk: _SigningKey, at: datetime, now: datetime) -> str:
-    """Why ``sk`` (of ``state``) may not have made a document signature at ``at``; "" if it may."""
+def _key_problem(state: _KeyState, sk: _SigningKey, at: datetime, now: datetime
+                 ) -> tuple[Failure, str]:
+    """Why ``sk`` (of ``state``) may not have made a document signature at ``at``:
+    ``(Failure.NONE, "")`` if it may."""
     if state.problem:
-        return f"key {state.primary.key_id} {state.problem}"
+        return Failure.OTHER, f"key {state.primary.key_id} {state.problem}"
     chain = [state.primary] if sk is state.primary else [state.primary, sk]
     for k in reversed(chain):
         if k.revoked:
-            return f"key {k.key_id} is revoked"
+            return Failure.KEY_REVOKED, f"key {k.key_id} is revoked"
     for k in chain:
         if k.expires is not None and (at >= k.expires or now >= k.expires):
-            return f"key {k.key_id} expired on {_fmt_time(k.expires)}"
+            return Failure.KEY_EXPIRED, f"key {k.key_id} expired on {_fmt_time(k.expires)}"
     if sk.problem:
-        return f"key {sk.key_id} {sk.problem}"
+        return Failure.OTHER, f"key {sk.key_id} {sk.problem}"
     if at < sk.created:
-        return f"key {sk.key_id} was created after the signature"
-    return ""
+        return Failure.OTHER, f"key {sk.key_id} was created after the signature"
+    return Failure.NONE, ""
 
 
 def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> SignatureStatus:
@@ -704,8 +721,10 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
     if not key_id:
         return SignatureStatus("", "", "", created, False, "signature names no issuer key")
 
-    def status(valid: bool, reason: str, state: _KeyState | None = None,
-               sk: _SigningKey | None = None, *, key_missing: bool = False) -> SignatureStatus:
+    def status(failure: Failure, reason: str, state: _KeyState | None = None,
+               sk: _SigningKey | None = None) -> SignatureStatus:
+        valid = failure is Failure.NONE
+        key_missing = failure is Failure.KEY_MISSING
         return SignatureStatus(
             key_id, sk.fingerprint if sk else issuer_fpr, state.fingerprint if state else "",
             created, valid, reason, state.user_ids[0] if state and state.user_ids else "",
@@ -713,28 +732,29 @@ def _check_packet(keyring: Keyring, data: bytes, pkt: Packet, now: datetime) -> 
             sig_expires=sig_expires if sig_expires != created else None,
             key_expires=sk.expires if sk else None,
             primary_expires=state.primary.expires if state else None,
+            failure=failure,
         )
 
     if sigtype not in _DOCUMENT_TYPES:
-        return status(False, f"not a document signature (type 0x{sigtype:02x})")
+        return status(Failure.OTHER, f"not a document signature (type 0x{sigtype:02x})")
     if hash_name not in _ACCEPTED_HASHES:
-        return status(False, f"signature uses the unaccepted hash {hash_name}")
+        return status(Failure.OTHER, f"signature uses the unaccepted hash {hash_name}")
     candidates = keyring._candidates(key_id, issuer_fpr)
     if not candidates:
-        return status(False, f"signature by unknown key {key_id}", key_missing=True)
+        return status(Failure.KEY_MISSING, f"signature by unknown key {key_id}")
     failures = []
     for state, sk in candidates:
         if not _crypto_ok(sk.key, sig, data):
-            failures.append(status(False, f"bad signature by key {key_id}", state, sk))
+            failures.append(status(Failure.BAD, f"bad signature by key {key_id}", state, sk))
             continue
-        problem = _key_problem(state, sk, created, now)
-        if not problem and sig_expires is not None and created != sig_expires <= now:
-            problem = f"signature expired on {_fmt_time(sig_expires)}"
-        if not problem:
-            return status(True, "good signature", state, sk)
-        failures.append(status(False, problem, state, sk))
+        failure, problem = _key_problem(state, sk, created, now)
+        if failure is Failure.NONE and sig_expires is not None and created != sig_expires <= now:
+            failure, problem = Failure.SIG_EXPIRED, f"signature expired on {_fmt_time(sig_expires)}"
+        if failure is Failure.NONE:
+            return status(Failure.NONE, "good signature", state, sk)
+        failures.append(status(failure, problem, state, sk))
     # With colliding key ids, a key that verified says more than one that did not.
-    return next((f for f in failures if not f.reason.startswith("bad")), failures[0])
+    return next((f for f in failures if f.failure is not Failure.BAD), failures[0])
 
 
 _USER_ID = re.compile(r"(?P<name>.*?)(?: \((?P<comment>.*)\))?(?: <(?P<email>[^<>]*)>)?")
@@ -759,13 +779,13 @@ def describe(status: SignatureStatus, prefix: str = "") -> str:
     m = _USER_ID.fullmatch(status.user_id)  # always matches: every part is optional
     assert m is not None
     who = f'"{m.group("name")} <{m.group("email") or ""}>"'
-    sig_expired = status.reason.startswith("signature expired")
-    key_expired = "expired on" in status.reason and not sig_expired
+    sig_expired = status.failure is Failure.SIG_EXPIRED
+    key_expired = status.failure is Failure.KEY_EXPIRED
     if status.key_missing:
         out += f"{prefix}Can't check signature: public key not found\n"
     elif status.valid:
         out += f"{prefix}Good signature from {who}\n"
-    elif status.reason.endswith("is revoked"):
+    elif status.failure is Failure.KEY_REVOKED:
         out += f"{prefix}Key revoked\n"
     elif sig_expired:
         out += f"{prefix}Expired signature from {who}\n"
@@ -900,13 +920,13 @@ def _pick_signer(secret: SecretKey, now: datetime) -> _SigningKey:
     state = secret._state
     if secret.signing_key_id:
         sk = next(k for k in state.signing_keys() if k.key_id == secret.signing_key_id)
-        problem = _key_problem(state, sk, now, now)
+        problem = _key_problem(state, sk, now, now)[1]
         if problem:
             raise UsageError(f"cannot sign: {problem}")
         return sk
-    usable = [k for k in state.signing_keys() if not _key_problem(state, k, now, now)]
+    usable = [k for k in state.signing_keys() if not _key_problem(state, k, now, now)[1]]
     if not usable:
-        problem = _key_problem(state, state.primary, now, now) or "has no usable signing key"
+        problem = _key_problem(state, state.primary, now, now)[1] or "has no usable signing key"
         raise UsageError(f"cannot sign with key {state.primary.key_id}: {problem}")
     if state.primary in usable:
         return state.primary

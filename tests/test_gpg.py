@@ -227,20 +227,23 @@ def test_signing_subkey_signature(trusted: gpg.Keyring, data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "reason"),
+    ("name", "reason", "failure"),
     [
-        ("expired", r"key [0-9A-F]{16} expired on 2020-01-31"),
-        ("revoked", r"key [0-9A-F]{16} is revoked"),
-        ("subrev", r"key [0-9A-F]{16} is revoked"),
-        ("unknown", r"signature by unknown key [0-9A-F]{16}"),
+        ("expired", r"key [0-9A-F]{16} expired on 2020-01-31", gpg.Failure.KEY_EXPIRED),
+        ("revoked", r"key [0-9A-F]{16} is revoked", gpg.Failure.KEY_REVOKED),
+        ("subrev", r"key [0-9A-F]{16} is revoked", gpg.Failure.KEY_REVOKED),
+        ("unknown", r"signature by unknown key [0-9A-F]{16}", gpg.Failure.KEY_MISSING),
     ],
 )
-def test_rejected_signatures(trusted: gpg.Keyring, data: bytes, name: str, reason: str) -> None:
+def test_rejected_signatures(trusted: gpg.Keyring, data: bytes, name: str, reason: str,
+                             failure: gpg.Failure) -> None:
     with pytest.raises(SignatureError, match=f"^{reason}"):
         gpg.verify_detached(trusted, data, [fx(f"sig-{name}.gpg")])
     (status,) = gpg.inspect_detached(trusted, data, [fx(f"sig-{name}.gpg")]).signatures
     assert not status.valid
     assert status.created == SIGNED_AT
+    assert status.failure is failure
+    assert status.key_missing == (failure is gpg.Failure.KEY_MISSING)
 
 
 def test_revoked_subkey_is_named(trusted: gpg.Keyring, data: bytes) -> None:
@@ -322,11 +325,18 @@ def test_expiring_signature(trusted: gpg.Keyring, data: bytes) -> None:
     assert gpg.verify_detached(trusted, data, sig, now=datetime(2020, 1, 11, tzinfo=UTC)).valid
     with pytest.raises(SignatureError, match=r"^signature expired on 2020-01-12 00:00:00 UTC$"):
         gpg.verify_detached(trusted, data, sig)
+    (status,) = gpg.inspect_detached(trusted, data, sig).signatures
+    assert status.failure is gpg.Failure.SIG_EXPIRED
+    (good,) = gpg.inspect_detached(trusted, data, sig,
+                                   now=datetime(2020, 1, 11, tzinfo=UTC)).signatures
+    assert good.valid and good.failure is gpg.Failure.NONE
 
 
 def test_tampered_data_and_signature(trusted: gpg.Keyring, data: bytes) -> None:
     with pytest.raises(SignatureError, match=r"^bad signature by key"):
         gpg.verify_detached(trusted, data + b"x", [fx("sig-good.gpg")])
+    (status,) = gpg.inspect_detached(trusted, data + b"x", [fx("sig-good.gpg")]).signatures
+    assert status.failure is gpg.Failure.BAD
     with pytest.raises(SignatureError, match=r"^bad signature"):
         gpg.verify_detached(trusted, data[:-1] + b"\x00", [fx("sig-rsa.gpg")])
     sig = bytearray(fx("sig-good.gpg"))
