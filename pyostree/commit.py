@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -14,7 +15,7 @@ from . import gvariant as gv
 from .core import ObjectType, validate_ref
 from .errors import RepoError
 from .fileio import os_error
-from .formats.content import FileHeader
+from .formats.content import FileHeader, content_checksum
 from .formats.objects import Commit, DirMeta, DirTree, sort_xattrs
 from .repo import Repo, RepoMode, read_xattrs
 from .transaction import Transaction
@@ -72,6 +73,31 @@ def _dir_meta(path: str, st: os.stat_result, repo: Repo, opts: CommitOptions) ->
         xattrs = ()
         mode = stat.S_IFDIR | (mode & 0o755)
     return DirMeta(uid, gid, mode, xattrs)
+
+
+def checksum_path(path: str | os.PathLike[str], *, ignore_xattrs: bool = False) -> str:
+    """What ``ostree checksum PATH`` prints: the content checksum of a regular file or symlink
+    (its owner, mode and xattrs included), the dirmeta checksum of a directory. Anything else
+    (a device, fifo or socket) cannot be stored in OSTree and is refused."""
+    name = os.fspath(path)
+    try:
+        st = os.lstat(name)
+        xattrs = () if ignore_xattrs else sort_xattrs(read_xattrs(name))
+        if stat.S_ISDIR(st.st_mode):
+            meta = DirMeta(st.st_uid, st.st_gid, st.st_mode, xattrs)
+            return hashlib.sha256(meta.to_bytes()).hexdigest()
+        if stat.S_ISLNK(st.st_mode):
+            target = _utf8(os.readlink(name), name)
+            return content_checksum(FileHeader(st.st_uid, st.st_gid, st.st_mode, target, xattrs))
+        if not stat.S_ISREG(st.st_mode):
+            raise RepoError(f"{name}: not a regular file, symlink or directory "
+                            "(OSTree cannot store it)", path=name)
+        with open(name, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            header = FileHeader(st.st_uid, st.st_gid, st.st_mode, "", xattrs, st.st_size)
+            return content_checksum(header, iter(lambda: fh.read(_CHUNK), b""))
+    except OSError as exc:
+        raise os_error(exc, name) from None
 
 
 def write_directory(txn: Transaction, root: Path, opts: CommitOptions) -> tuple[str, str]:

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from .corehelpers import MANIFEST, error_lines, restore_repo, run_cli, run_pyostree_process
+from .corehelpers import (
+    MANIFEST,
+    error_lines,
+    local_dir,
+    make_tree,
+    needs_ostree,
+    ostree,
+    restore_repo,
+    run_cli,
+    run_pyostree_process,
+    user_xattrs_ok,
+)
 
 FIRST, SECOND = MANIFEST["commits"]["first"], MANIFEST["commits"]["second"]
 
@@ -102,6 +113,10 @@ def test_no_repository_real_process(tmp_path: Path) -> None:
     (["config", "get", "nodot"], "SECTION.KEY"),
     (["prune", "--delete-commit=main"], "referenced"),
     (["rev-parse", "--single"], "Multiple commit objects"),
+    (["reset", "nosuchref", "main"], "Invalid ref 'nosuchref'"),
+    (["reset", "main", "nosuchrev"], "not found"),
+    (["reset", "main", "ab" * 32], "not in the repository"),
+    (["checksum", "/nonexistent/file"], "No such file"),
 ])
 def test_command_errors(args: list[str], expect: str, repo: Path, tmp_path: Path,
                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,3 +213,34 @@ def test_a_local_command_loads_no_network_or_deploy_code(tmp_path: Path) -> None
                          check=True).stdout
     assert out.strip() == "0 []", out
     assert (tmp_path / "co").is_dir()
+
+
+def test_reset_moves_a_ref_back(repo: Path) -> None:
+    assert run_cli(f"--repo={repo}", "rev-parse", "main")[1].decode().strip() == SECOND
+    assert run_cli(f"--repo={repo}", "reset", "main", "main^") == (0, b"", "")
+    assert run_cli(f"--repo={repo}", "rev-parse", "main")[1].decode().strip() == FIRST
+    assert run_cli(f"--repo={repo}", "reset", "main", SECOND) == (0, b"", "")
+    assert run_cli(f"--repo={repo}", "rev-parse", "main")[1].decode().strip() == SECOND
+
+
+def test_failed_reset_leaves_the_ref(repo: Path) -> None:
+    ref = repo / "refs" / "heads" / "main"
+    before = ref.read_bytes()
+    code, _, err = run_cli(f"--repo={repo}", "reset", "main", "cd" * 32)
+    assert_one_error(code, err, "not in the repository")
+    assert ref.read_bytes() == before
+
+
+@needs_ostree
+def test_checksum_matches_ostree(tmp_path: Path) -> None:
+    """Every file, symlink and directory of a tree with every kind of entry (owners, setuid,
+    xattrs where the filesystem takes them) checksums as ``ostree checksum`` says, with and
+    without ``--ignore-xattrs``."""
+    with local_dir(tmp_path) as work:
+        root = make_tree(work / "tree", xattrs=user_xattrs_ok(work), large=False)
+        paths = [root, *sorted(root.rglob("*"))]
+        for options in ([], ["--ignore-xattrs"]):
+            ours = [run_cli("checksum", *options, p)[1].decode() for p in paths]
+            theirs = [ostree("checksum", *options, p).stdout for p in paths]
+            assert ours == theirs
+        assert len(set(theirs)) > 10

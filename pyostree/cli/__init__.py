@@ -23,8 +23,8 @@ _MODULES = ("repo_cmds", "remote_cmds", "delta_cmds", "sign_cmds", "admin_cmds",
 # it needs). Importing all of them costs ~0.2 s and ~15 MB of RSS per run, which matters for an
 # updater that runs often on a small device. tests/test_cli_core.py checks the table.
 COMMAND_MODULES = {
-    **dict.fromkeys(("cat", "checkout", "commit", "config", "fsck", "init", "log", "ls", "prune",
-                     "refs", "rev-parse", "show"), "repo_cmds"),
+    **dict.fromkeys(("cat", "checkout", "checksum", "commit", "config", "fsck", "init", "log",
+                     "ls", "prune", "refs", "reset", "rev-parse", "show"), "repo_cmds"),
     **dict.fromkeys(("pull", "pull-local", "remote"), "remote_cmds"),
     "static-delta": "delta_cmds",
     **dict.fromkeys(("gpg-sign", "sign", "summary"), "sign_cmds"),

@@ -1,5 +1,5 @@
-"""Offline repository commands: init, commit, refs, rev-parse, log, show, ls, cat, checkout,
-fsck, prune, config."""
+"""Offline repository commands: init, commit, refs, reset, checksum, rev-parse, log, show, ls,
+cat, checkout, fsck, prune, config."""
 
 from __future__ import annotations
 
@@ -82,6 +82,17 @@ def register(sub: Any) -> None:
     p.add_argument("--revision", "-r", action="store_true",
                    help="print the commit checksum after each ref")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = command(sub, "reset", cmd_reset, "Reset a REF to a previous COMMIT.")
+    p.add_argument("ref", metavar="REF", help="an existing ref (or REMOTE:REF)")
+    p.add_argument("commit", metavar="COMMIT",
+                   help="the commit it should point to (a rev; the commit must be in the "
+                   "repository)")
+
+    p = command(sub, "checksum", cmd_checksum, "Checksum a file or directory.")
+    p.add_argument("path", metavar="PATH", help="a file, symlink or directory")
+    p.add_argument("--ignore-xattrs", action="store_true",
+                   help="don't include xattrs in checksum")
 
     p = command(sub, "rev-parse", cmd_rev_parse,
                 "Print the commit checksum that each REV (ref, REMOTE:REF, checksum) resolves to.")
@@ -248,6 +259,26 @@ def cmd_refs(args: argparse.Namespace) -> int:
         return 0
     for name, csum in refs.items():
         print(f"{name} {csum}" if args.revision else name)
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    with repo.lock():
+        if args.ref not in repo.list_refs(remotes=True):
+            raise CommandError(f"Invalid ref '{args.ref}'")
+        csum = repo.resolve_rev(args.commit)
+        assert csum is not None
+        if not repo.has_object(ObjectType.COMMIT, csum):
+            raise CommandError(f"commit {csum} is not in the repository")
+        repo.set_ref(args.ref, csum)
+    return 0
+
+
+def cmd_checksum(args: argparse.Namespace) -> int:
+    from ..commit import checksum_path
+
+    print(checksum_path(args.path, ignore_xattrs=args.ignore_xattrs))
     return 0
 
 
