@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
@@ -18,10 +18,11 @@ import attrs
 
 from .core import ObjectType
 from .deltaexec import ContentMeta, execute_payload_file
-from .errors import ChecksumError, FormatError, ObjectNotFoundError, RepoError
+from .errors import ChecksumError, FormatError, ObjectNotFoundError, RepoError, SignatureError
 from .fileio import atomic_write, os_error
 from .formats.content import FileHeader
 from .formats.delta import (
+    ENDIANNESS_KEY,
     OBJ_FILE,
     DeltaSuperblock,
     Fallback,
@@ -29,11 +30,14 @@ from .formats.delta import (
     PartFileEncoder,
     PartHeader,
     PayloadLayout,
+    count_ops,
     decompress_part_into,
     delta_dir,
+    delta_superblock_path,
     parse_delta_name,
     part_payload_limit,
     unwrap_signed_superblock,
+    wrap_signed_superblock,
 )
 from .formats.objects import parse_metadata
 from .maintenance import walk_commit
@@ -205,8 +209,12 @@ def stage_commit(txn: Transaction, sb: DeltaSuperblock) -> None:
         txn.write_metadata(ObjectType.COMMIT_META, meta, sb.to_checksum)
 
 
-def apply_offline(repo: Repo, path: str | os.PathLike[str]) -> str:
-    """``static-delta apply-offline``: apply a delta directory (or its superblock file)."""
+def apply_offline(repo: Repo, path: str | os.PathLike[str], *,
+                  keys: tuple[Sequence[bytes], Sequence[bytes]] | None = None) -> str:
+    """``static-delta apply-offline``: apply a delta directory (or its superblock file).
+
+    A signed delta is checked against ``keys`` (trusted, revoked ed25519 public keys) when
+    given; without them, it must be when the repository sets ``core.sign-verify-deltas``."""
     target = Path(path)
     ddir = target if target.is_dir() else target.parent
     sb_path = ddir / "superblock" if target.is_dir() else target
@@ -214,6 +222,14 @@ def apply_offline(repo: Repo, path: str | os.PathLike[str]) -> str:
         data = sb_path.read_bytes()
     except OSError as exc:
         raise RepoError(f"cannot read delta superblock {sb_path}: {exc.strerror}") from exc
+    if unwrap_signed_superblock(data) is not None:
+        if keys is not None:
+            try:
+                verify_delta_signature(data, *keys)
+            except SignatureError as exc:
+                raise SignatureError(f"Delta signature verification failed: {exc}") from None
+        elif repo.config.get_bool("core", "sign-verify-deltas", False):
+            raise SignatureError("Key is mandatory to check delta signature")
     sb, _ = read_superblock(data)
     if sb.from_checksum and not repo.has_object(ObjectType.COMMIT, sb.from_checksum):
         raise ObjectNotFoundError(f"delta source commit {sb.from_checksum} is not in the repo")
@@ -238,6 +254,95 @@ def apply_offline(repo: Repo, path: str | os.PathLike[str]) -> str:
                 raise RepoError(f"delta part {ddir / str(i)} is missing") from None
     repo.clear_partial(sb.to_checksum)
     return sb.to_checksum
+
+
+#: The signed superblock's key for ed25519 signatures (``ostree_sign_metadata_key``).
+ED25519_SIGNATURES = "ostree.sign.ed25519"
+
+
+def superblock_file(repo: Repo, delta_id: str) -> Path:
+    """The superblock a delta id names, as ``ostree static-delta`` takes it: a path when it
+    has a ``/``, else a delta name (``FROM-TO`` or ``TO``) in the repository."""
+    if "/" in delta_id:
+        return Path(delta_id)
+    frm, to = parse_delta_name(delta_id)
+    return repo.path / delta_superblock_path(frm, to)
+
+
+def verify_delta_signature(data: bytes, trusted: Sequence[bytes],
+                           revoked: Sequence[bytes] = ()) -> None:
+    """Check the ed25519 signatures of a signed superblock file's bytes; raises
+    :class:`SignatureError` unless one verifies with a trusted key (``static-delta verify``)."""
+    from .sign import verify_ed25519
+
+    unwrapped = unwrap_signed_superblock(data)
+    if unwrapped is None:
+        raise SignatureError("the static delta is not signed")
+    superblock, signatures = unwrapped
+    sigs = signatures.get(ED25519_SIGNATURES)
+    if not sigs:
+        raise SignatureError(f"no signature for '{ED25519_SIGNATURES}' in static-delta superblock")
+    verify_ed25519(superblock, sigs, trusted, revoked)
+
+
+@attrs.frozen
+class PartStats:
+    """What ``static-delta show`` prints of a part's payload."""
+
+    nmodes: int
+    nxattrs: int
+    blob_size: int
+    ops_size: int
+    op_counts: tuple[int, ...]  # in OP_COUNT_NAMES order
+
+
+@attrs.frozen
+class DeltaInfo:
+    """A static delta as ``ostree static-delta show`` describes it."""
+
+    superblock: DeltaSuperblock
+    signed: bool
+    endianness_guessed: bool  # no ostree.endianness key: the byte order was guessed
+    parts: tuple[PartStats, ...]
+
+
+def describe_delta(repo: Repo, delta_id: str) -> DeltaInfo:
+    """Read a delta's superblock and parts (without checking the parts' checksums, as
+    ``ostree static-delta show`` does) and count what they hold. Each part is decompressed
+    under a cap into a temporary file, and only its tables and op stream are read back."""
+    path = superblock_file(repo, delta_id)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RepoError(f"cannot read delta superblock {path}: {exc.strerror}") from None
+    unwrapped = unwrap_signed_superblock(data)
+    sb = DeltaSuperblock.from_bytes(unwrapped[0] if unwrapped is not None else data)
+    stats = []
+    for i, header in enumerate(sb.parts):
+        source: bytes | IO[bytes]
+        inline = sb.inline_part(i)
+        try:
+            source = inline if inline is not None else open(path.parent / str(i), "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise os_error(exc, f"delta part {path.parent / str(i)}") from None
+        try:
+            stats.append(_part_stats(source, header))
+        finally:
+            if not isinstance(source, bytes):
+                source.close()
+    return DeltaInfo(sb, unwrapped is not None, ENDIANNESS_KEY not in sb.metadata, tuple(stats))
+
+
+def _part_stats(source: bytes | IO[bytes], header: PartHeader) -> PartStats:
+    with tempfile.TemporaryFile() as out:
+        size = decompress_part_into(source, out.write, max_output=part_payload_limit(header))
+        out.flush()
+        fd = out.fileno()
+        layout = PayloadLayout.parse(size, lambda offset, n: os.pread(fd, n, offset),
+                                     max_entries=max(len(header.objects), 1))
+        ops = os.pread(fd, layout.ops_size, layout.ops_offset)
+    return PartStats(len(layout.modes), len(layout.xattrs), layout.blob_size, layout.ops_size,
+                     count_ops(ops, header.objects))
 
 
 def list_delta_names(repo: Repo) -> list[str]:
@@ -268,6 +373,12 @@ class GenerateOptions:
     #: A file larger than this (in an archive repository) becomes a fallback object, fetched
     #: loose, instead of going into a part; 0 turns fallbacks off.
     min_fallback_size: int = 4 * MB
+    #: Byte order of the superblock's numbers: "l" (little endian) or "B" (big endian).
+    endianness: str = attrs.field(default="l", validator=attrs.validators.in_(("l", "B")))
+    #: Write the superblock to this path, the parts beside it, instead of into the repository.
+    filename: str | None = None
+    #: ed25519 secret keys that sign the superblock (an ``OSTSGNDT`` wrapper, as ostree's).
+    sign_keys: tuple[bytes, ...] = ()
 
 
 def _new_objects(repo: Repo, from_csum: str | None, to_csum: str
@@ -343,7 +454,8 @@ class _PartWriter:
 
 def generate_delta(repo: Repo, from_rev: str | None, to_rev: str,
                    options: GenerateOptions | None = None) -> str:
-    """Write ``deltas/…/superblock`` and its parts; returns the delta name.
+    """Write ``deltas/…/superblock`` and its parts (or, with ``filename``, the superblock there
+    and the parts beside it); returns the delta name.
 
     Memory stays bounded by the tables of one part, plus the two files of a bsdiff (at most
     ``max_bsdiff_size`` each); inline parts are read back into the superblock."""
@@ -351,13 +463,25 @@ def generate_delta(repo: Repo, from_rev: str | None, to_rev: str,
     to_csum = repo.resolve_rev(to_rev)
     assert to_csum is not None
     from_csum = repo.resolve_rev(from_rev) if from_rev else None
-    ddir = repo.path / delta_dir(from_csum, to_csum)
-    tmp = ddir.with_name(ddir.name + ".tmp")
+    if opts.filename is not None:
+        out = Path(opts.filename).absolute()
+        if not out.parent.is_dir():
+            raise RepoError(f"{out.parent}: no such directory")
+        tmp = out.with_name(f".{out.name}.tmp")
+    else:
+        ddir = repo.path / delta_dir(from_csum, to_csum)
+        tmp = ddir.with_name(ddir.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     try:
+        tmp.mkdir(parents=True)
         name = _generate_into(repo, tmp, from_csum, to_csum, opts)
+        if opts.filename is not None:
+            for part in sorted(p for p in os.listdir(tmp) if p != "superblock"):
+                os.replace(tmp / part, out.parent / part)
+            os.replace(tmp / "superblock", out)
+            tmp.rmdir()
+            return name
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -401,11 +525,17 @@ def _generate_into(repo: Repo, tmp: Path, from_csum: str | None, to_csum: str,
     sb = DeltaSuperblock.build(
         from_checksum=from_csum, to_checksum=to_csum, commit=commit_bytes,
         parts=parts.headers, fallbacks=fallbacks, timestamp=int(time.time()),
-        inline_parts=inline, commitmeta=detached)
+        inline_parts=inline, commitmeta=detached, endianness=opts.endianness)
     if inline is not None:
         for i in range(len(inline)):
             (tmp / str(i)).unlink()
-    atomic_write(tmp / "superblock", sb.to_bytes())
+    data = sb.to_bytes()
+    if opts.sign_keys:
+        from .sign import sign_ed25519
+
+        data = wrap_signed_superblock(
+            data, {ED25519_SIGNATURES: [sign_ed25519(key, data) for key in opts.sign_keys]})
+    atomic_write(tmp / "superblock", data)
     return sb.name
 
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from . import gvariant as gv
 from . import sign
-from .core import ObjectType
-from .errors import RepoError
+from .core import ObjectType, validate_checksum
+from .errors import FormatError, RepoError
 from .fileio import atomic_write
 from .formats.delta import delta_index_path, mb64_decode, parse_delta_name
 from .formats.objects import add_signature, serialize_metadata
@@ -115,11 +115,8 @@ def regenerate_summary(
             commit = repo.load_commit(csum)
             refs[name] = (csum, len(data), commit.timestamp, commit.version)
         deltas: list[tuple[str, str]] = []
-        by_target: dict[str, dict[str, str]] = {}
         for name, ddir in list_deltas(repo):
-            digest = hashlib.sha256((ddir / "superblock").read_bytes()).hexdigest()
-            deltas.append((name, digest))
-            by_target.setdefault(parse_delta_name(name)[1], {})[name] = digest
+            deltas.append((name, _superblock_digest(ddir)))
         no_deltas = repo.config.get_bool("core", "no-deltas-in-summary", False)
         summary = build_summary(
             refs,
@@ -131,18 +128,12 @@ def regenerate_summary(
             collection_id=repo.config.get("core", "collection-id", None),
         )
         data = summary.to_bytes()
-        for target, entries in by_target.items():
-            path = repo.path / delta_index_path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, build_delta_index(entries).to_bytes())
+        _reindex(repo, None)
         sig_meta: dict[str, gv.Variant] = {}
         for key in gpg_keys:
             sig_meta = add_signature(sig_meta, GPG_KEY, gpg.sign_detached(key, data, passphrase))
         for secret in ed25519_secrets:
             sig_meta = add_signature(sig_meta, ED25519_KEY, sign.sign_ed25519(secret, data))
-        if repo.config.get("core", "indexed-deltas", None) != "true":
-            repo.config.set("core", "indexed-deltas", "true")
-            repo.save_config()
         if sig_meta:
             atomic_write(repo.path / "summary.sig", serialize_metadata(sig_meta))
         else:
@@ -150,6 +141,61 @@ def regenerate_summary(
                 (repo.path / "summary.sig").unlink()
         atomic_write(repo.path / "summary", data)
         return data
+
+
+def _superblock_digest(ddir: Path) -> str:
+    return hashlib.sha256((ddir / "superblock").read_bytes()).hexdigest()
+
+
+def list_delta_indexes(repo: Repo) -> list[str]:
+    """The target commits that have a delta index (``ostree static-delta indexes``)."""
+    found: list[str] = []
+    root = repo.path / "delta-indexes"
+    if not root.is_dir():
+        return found
+    for prefix in sorted(os.listdir(root)):
+        pdir = root / prefix
+        if len(prefix) != 2 or not pdir.is_dir():
+            continue
+        for rest in sorted(os.listdir(pdir)):
+            if len(rest) != 41 + len(".index") or not rest.endswith(".index"):
+                continue
+            if not (pdir / rest).is_file():
+                continue
+            with contextlib.suppress(FormatError):
+                found.append(mb64_decode(prefix + rest[:41]))
+    return found
+
+
+def reindex_deltas(repo: Repo, to_commit: str | None = None) -> None:
+    """Rewrite the delta indexes (``ostree static-delta reindex``): one per target commit
+    with deltas, none for a target without; only ``to_commit``'s with it."""
+    with repo.lock():
+        _reindex(repo, to_commit)
+
+
+def _reindex(repo: Repo, to_commit: str | None) -> None:
+    if repo.config.get("core", "indexed-deltas", None) != "true":
+        repo.config.set("core", "indexed-deltas", "true")
+        repo.save_config()
+    stale = [validate_checksum(to_commit)] if to_commit else list_delta_indexes(repo)
+    by_target: dict[str, dict[str, str]] = {target: {} for target in stale}
+    for name, ddir in list_deltas(repo):
+        target = parse_delta_name(name)[1]
+        if to_commit is None or target == to_commit:
+            by_target.setdefault(target, {})[name] = _superblock_digest(ddir)
+    for target, entries in by_target.items():
+        path = repo.path / delta_index_path(target)
+        if not entries:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        data = build_delta_index(entries).to_bytes()
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
 
 
 def load_gpg_secret(homedir: str | None, key_id: str) -> gpg.SecretKey:

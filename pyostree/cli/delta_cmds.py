@@ -1,20 +1,25 @@
-"""``static-delta list|show|apply-offline|generate|delete``."""
+"""``static-delta list|show|delete|generate|apply-offline|verify|indexes|reindex``."""
 
 from __future__ import annotations
 
 import argparse
-import datetime
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from ..deltas import (
     GenerateOptions,
     apply_offline,
     delete_delta,
+    describe_delta,
     generate_delta,
     list_delta_names,
-    read_superblock,
+    superblock_file,
+    verify_delta_signature,
 )
-from ..formats.delta import delta_superblock_path, parse_delta_name
+from ..errors import SignatureError
+from ..formats.delta import OP_COUNT_NAMES, delta_superblock_path
 from .common import CommandError, command, get_repo
 from .progress import human_size
 
@@ -32,13 +37,35 @@ def register(sub: Any) -> None:
     q = command(dsub, "apply-offline", cmd_apply,
                 "Apply a static delta from a file or directory to the repository.")
     q.add_argument("path", help="delta directory or superblock file")
+    q.add_argument("keys", nargs="*", metavar="KEY-ID",
+                   help="trusted ed25519 public keys (base64) that a signed delta must be "
+                   "signed with (default: the key files, if any)")
+    _verify_key_options(q)
     q = command(dsub, "generate", cmd_generate,
                 "Generate a static delta between two commits (or from the empty tree).")
     q.add_argument("--from", dest="from_rev",
                    help="create delta from revision REV (default: the parent of --to)")
     q.add_argument("--empty", action="store_true",
                    help="create delta from scratch (the empty tree)")
-    q.add_argument("--to", dest="to_rev", required=True, help="create delta to revision REV")
+    q.add_argument("--to", dest="to_rev", help="create delta to revision REV")
+    q.add_argument("to_arg", nargs="?", metavar="TO", help="the same as --to")
+    q.add_argument("-n", "--if-not-exists", action="store_true",
+                   help="only generate if a delta does not already exist")
+    q.add_argument("--set-endianness", choices=["l", "B"], metavar="ENDIAN",
+                   help="choose metadata endianness ('l' or 'B')")
+    q.add_argument("--swap-endianness", action="store_true",
+                   help="swap metadata endianness from host order")
+    q.add_argument("--max-bsdiff-size", type=int, default=16, metavar="MB",
+                   help="maximum size in megabytes to consider bsdiff compression for input "
+                   "files (default: 16; pyostree's bsdiff holds both files in memory)")
+    q.add_argument("--filename", metavar="PATH",
+                   help="write the delta's superblock to PATH, and its parts beside it, "
+                   "instead of into the repository")
+    q.add_argument("--sign", action="append", default=[], metavar="KEY_ID",
+                   help="sign the delta with this ed25519 secret key (base64)")
+    q.add_argument("--sign-type", default="ed25519", metavar="NAME",
+                   help="signature type to use (default: ed25519)")
+    q.add_argument("--keys-file", metavar="NAME", help="read secret key(s) from file")
     q.add_argument("--inline", action="store_true",
                    help="inline delta parts into the main delta (superblock)")
     q.add_argument("--max-chunk-size", type=int, default=32, metavar="MB",
@@ -48,6 +75,44 @@ def register(sub: Any) -> None:
                    help="minimum uncompressed size in megabytes for using fallback (a file "
                    "fetched as its own object instead of in a part), 0 to disable "
                    "(default: 4)")
+
+
+    q = command(dsub, "verify", cmd_verify, "Verify the ed25519 signatures of a static delta.")
+    q.add_argument("delta", metavar="STATIC-DELTA",
+                   help="delta name (FROM-TO or TO), or a path to its superblock")
+    q.add_argument("keys", nargs="*", metavar="KEY-ID",
+                   help="trusted ed25519 public keys (base64)")
+    _verify_key_options(q)
+    command(dsub, "indexes", cmd_indexes, "List static delta indexes.")
+    q = command(dsub, "reindex", cmd_reindex, "Regenerate static delta indexes.")
+    q.add_argument("--to", dest="to_rev", metavar="REV",
+                   help="only update the index of the deltas to this commit")
+
+
+def _verify_key_options(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--sign-type", default="ed25519", metavar="NAME",
+                   help="signature type to use (default: ed25519)")
+    q.add_argument("--keys-file", metavar="NAME",
+                   help="read trusted public key(s) from this file")
+    q.add_argument("--keys-dir", metavar="NAME",
+                   help="read trusted.ed25519(.d) and revoked.ed25519(.d) from this directory "
+                   "instead of /etc/ostree and /usr/share/ostree")
+
+
+def _public_keys(args: argparse.Namespace) -> tuple[list[bytes], list[bytes]]:
+    """(trusted, revoked) keys as ``ostree static-delta verify`` loads them: the KEY-IDs, else
+    (or also, with --keys-file) the key file, else the key directories."""
+    from ..verify import TrustSettings, load_ed25519_keys
+
+    if args.sign_type != "ed25519":
+        raise CommandError(f"Sign-type not supported: {args.sign_type}")
+    settings = TrustSettings(
+        remote="", ed25519_keys=tuple(args.keys),
+        ed25519_files=(args.keys_file,) if args.keys_file else ())
+    if args.keys_dir:
+        settings = attrs.evolve(settings, etc_ostree=Path(args.keys_dir),
+                                usr_share_ostree=Path(args.keys_dir))
+    return load_ed25519_keys(settings)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -65,29 +130,38 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    repo = get_repo(args)
-    frm, to = parse_delta_name(args.delta)
-    path = repo.path / delta_superblock_path(frm, to)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CommandError(f"no static delta {args.delta}") from None
-    sb, sigs = read_superblock(data)
-    print(f"Delta: {sb.name}")
-    print(f"Endianness: {'little' if sb.endianness == 'l' else 'big'}")
-    ts = datetime.datetime.fromtimestamp(sb.timestamp, datetime.UTC)
-    print(f"Timestamp: {ts.strftime('%Y-%m-%d %H:%M:%S')}")
-    print(f"Number of parts: {len(sb.parts)}")
+    """Prints what ``ostree static-delta show`` prints, line for line."""
+    info = describe_delta(get_repo(args), args.delta)
+    sb = info.superblock
+    print(f"Delta: {args.delta}")
+    print(f"Signed: {'yes' if info.signed else 'no'}")
+    print(f"From: {sb.from_checksum}" if sb.from_checksum else "From <scratch>")
+    print(f"To: {sb.to_checksum}")
+    guessed = " (heuristic)" if info.endianness_guessed else ""
+    print(f"Endianness: {'little' if sb.endianness == 'l' else 'big'}{guessed}")
+    print(f"Timestamp: {sb.timestamp}")
+    print(f"Number of parents: {len(sb.recurse) // 64}")
     print(f"Number of fallback entries: {len(sb.fallbacks)}")
-    total = sum(h.size for h in sb.parts)
-    utotal = sum(h.usize for h in sb.parts)
-    for i, h in enumerate(sb.parts):
-        inline = " (inline)" if sb.inline_part(i) is not None else ""
-        print(f"PartMeta{i}: nobjects={len(h.objects)} size={h.size} usize={h.usize}{inline}")
-    print(f"Total Part Size: {total} ({human_size(total)})")
-    print(f"Total Uncompressed Part Size: {utotal} ({human_size(utotal)})")
-    if sigs:
-        print(f"Signatures: {', '.join(f'{k} ({len(v)})' for k, v in sigs.items())}")
+    for fb in sb.fallbacks:
+        print(f"  {fb.checksum}")
+    fsize = sum(fb.compressed_size for fb in sb.fallbacks)
+    fusize = sum(fb.uncompressed_size for fb in sb.fallbacks)
+    print(f"Total Fallback Size: {fsize} ({human_size(fsize)})")
+    print(f"Total Fallback Uncompressed Size: {fusize} ({human_size(fusize)})")
+    print(f"Number of parts: {len(sb.parts)}")
+    for i, (h, st) in enumerate(zip(sb.parts, info.parts, strict=True)):
+        print(f"PartMeta{i}: nobjects={len(h.objects)} size={h.size} usize={h.usize}")
+        print(f"PartPayload{i}: nmodes={st.nmodes} nxattrs={st.nxattrs} "
+              f"blobsize={st.blob_size} opsize={st.ops_size}")
+        counts = " ".join(f"{name}={n}" for name, n in zip(OP_COUNT_NAMES, st.op_counts,
+                                                           strict=True))
+        print(f"PartPayloadOps{i}: {counts}")
+    size = sum(h.size for h in sb.parts)
+    usize = sum(h.usize for h in sb.parts)
+    print(f"Total Part Size: {size} ({human_size(size)})")
+    print(f"Total Part Uncompressed Size: {usize} ({human_size(usize)})")
+    print(f"Total Size: {size + fsize} ({human_size(size + fsize)})")
+    print(f"Total Uncompressed Size: {usize + fusize} ({human_size(usize + fusize)})")
     return 0
 
 
@@ -99,25 +173,82 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    apply_offline(get_repo(args), args.path)
+    keys: tuple[list[bytes], list[bytes]] | None
+    if args.keys or args.keys_file or args.keys_dir:
+        keys = _public_keys(args)
+    else:  # the system's key files, if there are any (as ostree: else no check)
+        keys = _public_keys(args)
+        if not keys[0]:
+            keys = None
+    apply_offline(get_repo(args), args.path, keys=keys)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     repo = get_repo(args)
+    to_rev = args.to_rev or args.to_arg
+    if to_rev is None:
+        raise CommandError("TO revision must be specified")
     if args.empty and args.from_rev:
-        raise CommandError("--from and --empty conflict")
-    from_rev = None if args.empty else args.from_rev
-    if from_rev is None and not args.empty:
-        to = repo.resolve_rev(args.to_rev)
-        assert to is not None
-        from_rev = repo.load_commit(to).parent
-        if from_rev is None:
-            raise CommandError("the target has no parent; use --from or --empty")
+        raise CommandError("Cannot specify both --empty and --from=REV")
+    to = repo.resolve_rev(to_rev)
+    assert to is not None
+    from_csum = None
+    if not args.empty:
+        from_csum = repo.resolve_rev(args.from_rev or f"{to}^")
+    delta_id = f"{from_csum}-{to}" if from_csum else to
+    if args.if_not_exists and (repo.path / delta_superblock_path(from_csum, to)).exists():
+        print(f"Delta {delta_id} already exists.")
+        return 0
+    endianness = args.set_endianness or "l"
+    if args.swap_endianness:
+        endianness = "B" if endianness == "l" else "l"
+    sign_keys: list[bytes] = []
+    if args.sign or args.keys_file:
+        from .sign_cmds import _ed25519_keys
+
+        sign_keys = _ed25519_keys(args, public=False)
     opts = GenerateOptions(
         max_chunk_size=max(args.max_chunk_size, 1) * 1_000_000, inline=args.inline,
-        bsdiff=not args.disable_bsdiff, min_fallback_size=args.min_fallback_size * 1_000_000)
+        bsdiff=not args.disable_bsdiff, max_bsdiff_size=args.max_bsdiff_size * 1_000_000,
+        min_fallback_size=args.min_fallback_size * 1_000_000, endianness=endianness,
+        filename=args.filename, sign_keys=tuple(sign_keys))
+    print("Generating static delta:")
+    print(f"  From: {from_csum or 'empty'}")
+    print(f"  To:   {to}", flush=True)
     with repo.lock():
-        name = generate_delta(repo, from_rev, args.to_rev, opts)
-    print(f"Generated static delta {name}")
+        generate_delta(repo, from_csum, to, opts)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    repo = get_repo(args)
+    path = superblock_file(repo, args.delta)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    trusted, revoked = _public_keys(args)
+    try:
+        verify_delta_signature(data, trusted, revoked)
+    except SignatureError as exc:
+        print("Verification fails")
+        raise CommandError(str(exc)) from None
+    print("Verification OK")
+    return 0
+
+
+def cmd_indexes(args: argparse.Namespace) -> int:
+    from ..signing import list_delta_indexes
+
+    indexes = list_delta_indexes(get_repo(args))
+    print("\n".join(indexes) if indexes else "(No static deltas indexes)")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from ..signing import reindex_deltas
+
+    repo = get_repo(args)
+    reindex_deltas(repo, repo.resolve_rev(args.to_rev) if args.to_rev else None)
     return 0

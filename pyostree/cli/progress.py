@@ -97,8 +97,12 @@ def step(message: str, enabled: bool | None = None) -> None:
 
 
 def human_size(n: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    """A size as GLib's ``g_format_size`` prints it (what ostree prints): ``118 bytes``,
+    ``1 byte``, else one decimal and a no-break space, ``1.9\u00a0MB`` (powers of 1000)."""
+    if n < 1000:
+        return f"{n:.0f} byte" if n == 1 else f"{n:.0f} bytes"
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
         n /= 1000
-    return f"{n:.1f} GB"
+        if n < 1000 or unit == "PB":
+            break
+    return f"{n:.1f}\u00a0{unit}"

@@ -31,7 +31,7 @@ import attrs
 from .. import gvariant
 from ..errors import ChecksumError, FormatError
 from ..gvariant import Variant, swap32, swap64
-from .varint import encode_varint
+from .varint import decode_varint, encode_varint
 
 __all__ = [
     "COMMIT_TYPE",
@@ -771,6 +771,45 @@ def payload_frame(
     osz = _framed_offset_size(len(head) + blob_size + len(ops), 3)
     table = b"".join(end.to_bytes(osz, "little") for end in reversed(ends))
     return head, bytes(ops) + table
+
+
+#: ``ostree static-delta show``'s names for the op counts of :func:`count_ops`, in order.
+OP_COUNT_NAMES = ("openspliceclose", "open", "write", "setread", "unsetread", "close", "bspatch")
+_OP_ARGS = {  # opcode: (index in OP_COUNT_NAMES, varint arguments)
+    OP_OPEN: (1, 3),
+    OP_WRITE: (2, 2),
+    OP_SET_READ_SOURCE: (3, 1),
+    OP_UNSET_READ_SOURCE: (4, 0),
+    OP_CLOSE: (5, 0),
+    OP_BSPATCH: (6, 2),
+}
+
+
+def count_ops(ops: bytes | bytearray | memoryview, objects: Sequence[tuple[int, str]]
+              ) -> tuple[int, ...]:
+    """How many ops of each kind (:data:`OP_COUNT_NAMES`) a part's op stream holds, read the
+    way the executor reads it (``S`` takes two arguments for a metadata object, four for a
+    content object). Raises :class:`FormatError` on an unknown opcode or a truncated op."""
+    counts = [0] * len(OP_COUNT_NAMES)
+    pos = 0
+    n_objects = 0
+    while pos < len(ops):
+        code = ops[pos]
+        pos += 1
+        if code == OP_OPEN_SPLICE_AND_CLOSE:
+            index = 0
+            is_meta = n_objects < len(objects) and objects[n_objects][0] != OBJ_FILE
+            nargs = 2 if is_meta else 4
+            n_objects += 1
+        elif code in _OP_ARGS:
+            index, nargs = _OP_ARGS[code]
+            n_objects += code == OP_OPEN
+        else:
+            raise FormatError(f"unknown delta op {code:#04x}")
+        for _ in range(nargs):
+            _, pos = decode_varint(ops, pos)
+        counts[index] += 1
+    return tuple(counts)
 
 
 # ---------------------------------------------------------------------------- part files
