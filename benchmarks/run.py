@@ -145,6 +145,13 @@ def _check_fsck(_p: Paths, _r: BenchRepo, _m: Measurement) -> dict[str, Any]:
     return {}
 
 
+def _check_generate(p: Paths, _r: BenchRepo, _m: Measurement) -> dict[str, Any]:
+    sbs = list(Path(p.run, "repo", "deltas").glob("*/*/superblock"))
+    if len(sbs) != 2:  # the server's empty→v1 delta, and the v1→v2 one just made
+        raise CheckFailed(f"expected 2 superblocks, found {len(sbs)}")
+    return {}
+
+
 DEPLOY_TREE = "{run}/sysroot/ostree/deploy/" + OSNAME + "/deploy/*.0"
 BOOT_ENTRIES = "{run}/sysroot/boot/loader/entries/*.conf"
 
@@ -192,6 +199,12 @@ SCENARIOS: list[Scenario] = [
     Scenario("fsck", "fsck a bare-user repo holding v1 (a fresh copy per run)",
              lambda p, _r: [["cp", "-a", p.client, f"{p.run}/repo"]],
              lambda p, _r: [f"--repo={p.run}/repo", "fsck"], _check_fsck),
+    Scenario("delta-generate",
+             "generate the v1→v2 delta in (a hard-linked copy of) the archive repo, with the "
+             "default options (the two tools make different deltas: see performance.md)",
+             lambda p, _r: [["cp", "-al", p.archive, f"{p.run}/repo"]],
+             lambda p, _r: [f"--repo={p.run}/repo", "static-delta", "generate",
+                            f"--to={REF_STABLE}"], _check_generate),
     Scenario("start-up", "list the refs of the bare-user repo: the fixed cost of one run "
              "(process start, imports, opening the repo), part of every other scenario",
              _no_setup, lambda p, _r: [f"--repo={p.client}", "refs"], _check_fsck),
