@@ -43,6 +43,7 @@ from .formats.objects import parse_metadata
 from .maintenance import walk_commit
 from .repo import Repo
 from .transaction import ContentWriter, Transaction
+from .verify import ED25519_KEY
 
 _CHUNK = 256 * 1024
 _PART_READ = 256 * 1024
@@ -256,10 +257,6 @@ def apply_offline(repo: Repo, path: str | os.PathLike[str], *,
     return sb.to_checksum
 
 
-#: The signed superblock's key for ed25519 signatures (``ostree_sign_metadata_key``).
-ED25519_SIGNATURES = "ostree.sign.ed25519"
-
-
 def superblock_file(repo: Repo, delta_id: str) -> Path:
     """The superblock a delta id names, as ``ostree static-delta`` takes it: a path when it
     has a ``/``, else a delta name (``FROM-TO`` or ``TO``) in the repository."""
@@ -279,9 +276,9 @@ def verify_delta_signature(data: bytes, trusted: Sequence[bytes],
     if unwrapped is None:
         raise SignatureError("the static delta is not signed")
     superblock, signatures = unwrapped
-    sigs = signatures.get(ED25519_SIGNATURES)
+    sigs = signatures.get(ED25519_KEY)
     if not sigs:
-        raise SignatureError(f"no signature for '{ED25519_SIGNATURES}' in static-delta superblock")
+        raise SignatureError(f"no signature for '{ED25519_KEY}' in static-delta superblock")
     verify_ed25519(superblock, sigs, trusted, revoked)
 
 
@@ -319,12 +316,12 @@ def describe_delta(repo: Repo, delta_id: str) -> DeltaInfo:
     sb = DeltaSuperblock.from_bytes(unwrapped[0] if unwrapped is not None else data)
     stats = []
     for i, header in enumerate(sb.parts):
-        source: bytes | IO[bytes]
-        inline = sb.inline_part(i)
-        try:
-            source = inline if inline is not None else open(path.parent / str(i), "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise os_error(exc, f"delta part {path.parent / str(i)}") from None
+        source: bytes | IO[bytes] | None = sb.inline_part(i)
+        if source is None:
+            try:
+                source = open(path.parent / str(i), "rb")  # noqa: SIM115 (closed below)
+            except OSError as exc:
+                raise os_error(exc, f"delta part {path.parent / str(i)}") from None
         try:
             stats.append(_part_stats(source, header))
         finally:
@@ -534,7 +531,7 @@ def _generate_into(repo: Repo, tmp: Path, from_csum: str | None, to_csum: str,
         from .sign import sign_ed25519
 
         data = wrap_signed_superblock(
-            data, {ED25519_SIGNATURES: [sign_ed25519(key, data) for key in opts.sign_keys]})
+            data, {ED25519_KEY: [sign_ed25519(key, data) for key in opts.sign_keys]})
     atomic_write(tmp / "superblock", data)
     return sb.name
 
