@@ -20,9 +20,9 @@ import fcntl
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
@@ -46,8 +46,8 @@ from .bootloader import (
     write_text_replace,
     write_uenv,
 )
-from .core import is_checksum
-from .errors import DeployError, NoSpaceError, PyOstreeError
+from .core import is_checksum, parse_refspec, validate_ref
+from .errors import DeployError, FormatError, NoSpaceError, PyOstreeError, UsageError
 from .etcmerge import merge_etc
 from .formats.bls import BootEntry, Kargs
 from .formats.keyfile import KeyFile
@@ -72,12 +72,17 @@ __all__ = [
     "rollback",
     "set_default",
     "set_immutable",
+    "set_origin",
     "simple_write_deployment",
     "stage_tree",
     "undeploy",
     "write_deployments",
     "write_origin_file",
 ]
+
+if TYPE_CHECKING:
+    from .remotes import RemoteChange
+    from .repo import Repo
 
 log = logging.getLogger("pyostree.deploy")
 
@@ -336,12 +341,20 @@ def cleanup(sysroot: Sysroot, *, prune: bool = True) -> None:
 def write_origin_file(
     sysroot: Sysroot, deployment: Deployment, origin: KeyFile | None, *, sync: bool = True
 ) -> None:
-    """Replace ``CSUM.SERIAL.origin`` (tmp + rename; fdatasync when ``sync``)."""
+    """Replace ``CSUM.SERIAL.origin`` (tmp + rename; with ``sync``, fdatasync the file before
+    and fsync its directory after the rename)."""
     if origin is None:
         return
     path = sysroot.origin_path(deployment)
-    _io(f"Writing out origin file {path}",
-        lambda: write_text_replace(path, origin.to_text(), datasync=sync))
+
+    def write() -> None:
+        write_text_replace(path, origin.to_text(), datasync=sync)
+        if sync:
+            from .fileio import fsync_dir
+
+            fsync_dir(path.parent)
+
+    _io(f"Writing out origin file {path}", write)
 
 
 # ---------------------------------------------------------------------------- creating a tree
@@ -979,6 +992,81 @@ def pin(sysroot: Sysroot, index: int, *, unpin: bool = False) -> bool:
         _bump_mtime(sysroot)
         sysroot.load()
         return True
+
+
+def _remote_change(
+    sysroot: Sysroot, name: str, url: str, options: Mapping[str, str]
+) -> tuple[Repo, RemoteChange]:
+    """``ostree_repo_remote_change(ADD_IF_NOT_EXISTS)`` on the system repository, as libostree
+    places it: a physical sysroot keeps its remotes in ``ostree/repo/config``; a booted one (or a
+    deployment root) reads and adds them in ``etc/ostree/remotes.d`` unless
+    ``core.add-remotes-config-dir=false``."""
+    from .remotes import RemoteSet, read_remotes_d, validate_remote_name
+
+    try:
+        validate_remote_name(name)
+    except UsageError as exc:
+        raise DeployError(f"Invalid remote name {name}") from exc
+    repo = sysroot.repo()
+    remotes_d = None if sysroot.is_physical else sysroot.path / "etc/ostree/remotes.d"
+    try:
+        remotes = RemoteSet.load(repo.config.to_text(),
+                                 read_remotes_d([str(remotes_d)] if remotes_d else []))
+    except PyOstreeError as exc:
+        raise DeployError(f"reading the remotes of {repo.path}: {exc}") from exc
+    use_dir = remotes_d is not None and repo.config.get_bool(
+        "core", "add-remotes-config-dir", True)
+    target = str(remotes_d) if use_dir else "repo"
+    return repo, remotes.add(name, url, dict(options), if_not_exists=True, target=target)
+
+
+def set_origin(
+    sysroot: Sysroot, remote: str, url: str, branch: str | None = None, *,
+    index: int | None = None, options: Mapping[str, str] | None = None,
+) -> Deployment:
+    """``ostree admin set-origin [--index=INDEX] [--set=K=V...] REMOTE URL [BRANCH]``.
+
+    Adds ``remote`` (``url`` plus ``options``) to the system repository unless a remote of that
+    name exists (then it is left as it is, URL included), and replaces the origin of the booted
+    deployment (or the one at ``index``) with a new one holding only
+    ``refspec=REMOTE:BRANCH``; ``branch`` defaults to the ref of the current refspec. Everything
+    is checked before anything is written. Returns the deployment, reloaded.
+    """
+    from .remoteconfig import apply_change
+
+    with _locked(sysroot):
+        if index is None or index == -1:  # -1 is ostree's "no --index"
+            target = sysroot.booted_deployment
+            if target is None:
+                raise DeployError("Not currently booted into an OSTree system")
+        else:
+            target = sysroot.get(index)
+        repo, change = _remote_change(sysroot, remote, url, options or {})
+        new_branch = branch
+        current = target.origin_refspec
+        if current is not None:
+            try:
+                _, current_ref = parse_refspec(current)
+            except FormatError as exc:
+                raise DeployError(f"Invalid refspec {current}") from exc
+            new_branch = current_ref if branch is None else branch
+        if new_branch is None:
+            raise DeployError("No host refspec found, branch is required")
+        try:
+            validate_ref(new_branch)
+        except FormatError as exc:
+            raise DeployError(f"Invalid branch {new_branch!r}: {exc}") from exc
+        origin = KeyFile()
+        origin.set("origin", "refspec", f"{remote}:{new_branch}")
+        if change.writes:
+            with repo.lock():
+                apply_change(repo, change)
+        write_origin_file(sysroot, target, origin, sync=True)
+        _bump_mtime(sysroot)
+        sysroot.load()
+        found = sysroot.find(target)
+        assert found is not None
+        return found
 
 
 def _set_kargs_in_place(sysroot: Sysroot, dep: Deployment, options: str) -> None:

@@ -12,6 +12,10 @@ link target, never xattrs (``ostree_diff_dirs`` with ``IGNORE_XATTRS``). Then:
 * sockets, fifos and devices at the top of a change are ignored.
 
 Nothing in ``orig`` or ``modified`` is ever written to.
+
+:func:`diff_deployment_etc` and :func:`format_etc_diff` are ``ostree admin config-diff``: the
+same comparison of a deployment's ``usr/etc`` with its ``etc``, listed in the order GLib
+enumerates directories (see :func:`glib_listdir`).
 """
 
 from __future__ import annotations
@@ -27,9 +31,17 @@ import attrs
 
 from .errors import DeployError
 
-__all__ = ["EtcDiff", "diff_etc", "merge_etc"]
+__all__ = [
+    "EtcDiff",
+    "diff_deployment_etc",
+    "diff_etc",
+    "format_etc_diff",
+    "glib_listdir",
+    "merge_etc",
+]
 
 _CHUNK = 256 * 1024
+_GLIB_ENUM_CHUNK = 1000  # CHUNK_SIZE of GLib's local file enumerator
 
 
 @attrs.frozen
@@ -63,21 +75,62 @@ def _differs(a: Path, sta: os.stat_result, b: Path, stb: os.stat_result) -> bool
     return False
 
 
-def _add_recursive(root: Path, rel: str, added: list[str]) -> None:
-    for name in sorted(os.listdir(root / rel)):
+def _inode_cmp(a: int, b: int) -> int:
+    """GLib's ``sort_by_inode``: ``(int)(long a - long b)``, truncation included."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - (1 << 32) if d & 0x80000000 else d
+
+
+def _glibc_msort(items: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """glibc's ``qsort`` (a top-down merge sort) by inode with :func:`_inode_cmp`, so that even
+    the inconsistent comparisons of truncated differences give the order GLib gets."""
+    if len(items) <= 1:
+        return items
+    half = len(items) // 2
+    left, right = _glibc_msort(items[:half]), _glibc_msort(items[half:])
+    out: list[tuple[str, int]] = []
+    i = j = 0
+    while i < len(left) and j < len(right):
+        if _inode_cmp(left[i][1], right[j][1]) <= 0:
+            out.append(left[i])
+            i += 1
+        else:
+            out.append(right[j])
+            j += 1
+    return out + left[i:] + right[j:]
+
+
+def glib_listdir(path: Path) -> list[str]:
+    """Names in the order ``g_file_enumerate_children`` returns them on Linux: ``readdir``
+    order, cut into chunks of 1000 entries, each chunk sorted by inode number."""
+    with os.scandir(path) as it:
+        entries = [(e.name, e.inode()) for e in it]
+    names: list[str] = []
+    for start in range(0, len(entries), _GLIB_ENUM_CHUNK):
+        names += [n for n, _ in _glibc_msort(entries[start:start + _GLIB_ENUM_CHUNK])]
+    return names
+
+
+def _listdir(path: Path, glib_order: bool) -> list[str]:
+    return glib_listdir(path) if glib_order else sorted(os.listdir(path))
+
+
+def _add_recursive(root: Path, rel: str, added: list[str], glib_order: bool) -> None:
+    for name in _listdir(root / rel, glib_order):
         child = f"{rel}/{name}"
         added.append(child)
         if stat.S_ISDIR(os.lstat(root / child).st_mode):
-            _add_recursive(root, child, added)
+            _add_recursive(root, child, added, glib_order)
 
 
 def _diff_dir(
-    orig: Path, modified: Path, rel: str, out_mod: list[str], out_rm: list[str],
-    out_add: list[str],
+    orig: Path, modified: Path, rel: str, out: tuple[list[str], list[str], list[str]],
+    glib_order: bool,
 ) -> None:
+    out_mod, out_rm, out_add = out
     odir = orig / rel if rel else orig
     mdir = modified / rel if rel else modified
-    onames = sorted(os.listdir(odir))
+    onames = _listdir(odir, glib_order)
     for name in onames:
         child = f"{rel}/{name}" if rel else name
         sta = os.lstat(odir / name)
@@ -92,30 +145,56 @@ def _diff_dir(
         if _differs(odir / name, sta, mdir / name, stb):
             out_mod.append(child)
         if stat.S_ISDIR(sta.st_mode):
-            _diff_dir(orig, modified, child, out_mod, out_rm, out_add)
+            _diff_dir(orig, modified, child, out, glib_order)
     oset = set(onames)
-    for name in sorted(os.listdir(mdir)):
+    for name in _listdir(mdir, glib_order):
         if name in oset:
             continue
         child = f"{rel}/{name}" if rel else name
         out_add.append(child)
         if stat.S_ISDIR(os.lstat(mdir / name).st_mode):
-            _add_recursive(modified, child, out_add)
+            _add_recursive(modified, child, out_add, glib_order)
+
+
+def _diff(orig: Path, modified: Path, glib_order: bool) -> EtcDiff:
+    out: tuple[list[str], list[str], list[str]] = ([], [], [])
+    _diff_dir(orig, modified, "", out, glib_order)
+    return EtcDiff(tuple(out[0]), tuple(out[1]), tuple(out[2]))
 
 
 def diff_etc(orig: Path, modified: Path) -> EtcDiff:
-    """Modified, removed and added paths between two trees (xattrs ignored)."""
-    mod: list[str] = []
-    rm: list[str] = []
-    add: list[str] = []
+    """Modified, removed and added paths between two trees (xattrs ignored), by name."""
     try:
-        _diff_dir(orig, modified, "", mod, rm, add)
+        return _diff(orig, modified, glib_order=False)
     except OSError as exc:
         raise DeployError(
             f"During /etc merge: While computing configuration diff: {exc.strerror}: "
             f"{exc.filename}"
         ) from exc
-    return EtcDiff(tuple(mod), tuple(rm), tuple(add))
+
+
+def diff_deployment_etc(deployment_dir: Path) -> EtcDiff:
+    """``ostree admin config-diff``: how a deployment's ``etc`` differs from its defaults in
+    ``usr/etc``. An entry is modified when its type, uid, gid, mode, content or link target
+    differs (xattrs are ignored, as ``OSTREE_DIFF_FLAGS_IGNORE_XATTRS`` does); a modified
+    directory is still descended into. Paths come in GLib's enumeration order."""
+    orig, modified = deployment_dir / "usr/etc", deployment_dir / "etc"
+    try:
+        for top in (orig, modified):
+            os.lstat(top)
+        return _diff(orig, modified, glib_order=True)
+    except OSError as exc:
+        raise DeployError(
+            f"Error when getting information for file \u201c{exc.filename}\u201d: {exc.strerror}"
+        ) from exc
+
+
+def format_etc_diff(diff: EtcDiff) -> str:
+    """``ostree_diff_print``: ``M``, then ``D``, then ``A`` lines, four spaces, relative path."""
+    lines = [f"M    {p}\n" for p in diff.modified]
+    lines += [f"D    {p}\n" for p in diff.removed]
+    lines += [f"A    {p}\n" for p in diff.added]
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------------------- copying

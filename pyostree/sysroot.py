@@ -27,6 +27,7 @@ import attrs
 from . import gvariant as gv
 from .bootloader import read_entries, read_subbootversion
 from .errors import DeployError, FormatError, LockError, PyOstreeError
+from .etcmerge import EtcDiff, diff_deployment_etc
 from .formats.bls import BootEntry, Kargs
 from .formats.keyfile import KeyFile
 
@@ -37,6 +38,7 @@ __all__ = [
     "ORIGIN_TRANSIENT_GROUP",
     "Deployment",
     "Sysroot",
+    "config_diff",
     "parse_bootlink",
     "parse_deploy_name",
     "status_json",
@@ -274,6 +276,14 @@ class Sysroot:
     def locked(self) -> bool:
         return self._lock_fd is not None
 
+    @property
+    def is_physical(self) -> bool:
+        """libostree's "physical" sysroot: not booted, and without the ``sysroot`` directory
+        that only a deployment root has. Its system repository keeps new remotes in
+        ``ostree/repo/config`` rather than in ``etc/ostree/remotes.d``."""
+        self._require_loaded()
+        return self.booted_deployment is None and not os.path.exists(self.path / "sysroot")
+
     # -- loading
 
     def _booted_candidates(self) -> list[tuple[int, int]]:
@@ -506,6 +516,29 @@ class Sysroot:
         if self.booted_deployment is not None and self.booted_deployment.osname == osname:
             return self.booted_deployment
         return self.query_deployments_for(osname)[0]
+
+
+# ---------------------------------------------------------------------------- config-diff
+
+
+def config_diff(sysroot: Sysroot, osname: str | None = None) -> EtcDiff:
+    """``ostree admin config-diff [--os=OSNAME]``: the local changes of a deployment's ``/etc``
+    against its ``/usr/etc`` defaults. The deployment is the booted one, or with ``osname`` the
+    merge deployment of that stateroot (the booted one if it is of ``osname``, else its first).
+    """
+    sysroot._require_loaded()
+    if osname is None:
+        if sysroot.booted_deployment is None:
+            raise DeployError(
+                "Not currently booted into an OSTree system and no --os= argument given"
+            )
+        deployment = sysroot.booted_deployment
+    else:
+        merge = sysroot.merge_deployment(osname)
+        if merge is None:
+            raise DeployError(f"No deployment for OS '{osname}'")
+        deployment = merge
+    return diff_deployment_etc(sysroot.deployment_path(deployment))
 
 
 # ---------------------------------------------------------------------------- status

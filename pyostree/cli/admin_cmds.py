@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import deploy as dep
 from ..errors import DeployError
-from ..sysroot import Sysroot, status_json, status_text
+from ..etcmerge import format_etc_diff
+from ..sysroot import Sysroot, config_diff, status_json, status_text
 from .common import CommandError, print_json
 from .progress import step
 
@@ -128,6 +130,23 @@ def register(sub: Any) -> None:
     q.add_argument("--os", metavar="OSNAME",
                    help="switch stateroot OSNAME instead of the booted one")
     q.add_argument("--reboot", "-r", action="store_true", help="reboot after switching trees")
+    q = _add(asub, "config-diff", cmd_config_diff,
+             "List the changes of a deployment's /etc against its defaults in /usr/etc: "
+             "M (modified), D (deleted) and A (added) paths.")
+    q.add_argument("--os", metavar="OSNAME",
+                   help="use the merge deployment of stateroot OSNAME instead of the booted one")
+    q = _add(asub, "set-origin", cmd_set_origin,
+             "Add a remote (if missing) and make REMOTENAME:BRANCH the origin of a deployment.")
+    q.add_argument("remote", metavar="REMOTENAME", help="the remote to follow")
+    q.add_argument("url", metavar="URL",
+                   help="its URL, used only when the remote does not exist yet")
+    q.add_argument("branch", metavar="BRANCH", nargs="?",
+                   help="the branch to follow (default: the branch of the current origin)")
+    q.add_argument("--index", type=int, default=-1, metavar="INDEX",
+                   help="operate on the deployment INDEX, starting from zero (default: the "
+                   "booted one)")
+    q.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set config option KEY=VALUE for a new remote (repeatable)")
     q = _add(asub, "kargs", lambda a: _usage(q), "Change the kernel arguments of deployments.")
     ksub = q.add_subparsers(dest="kargs_command", metavar="SUBCOMMAND")
     k = _add(ksub, "edit-in-place", cmd_kargs,
@@ -285,6 +304,35 @@ def cmd_switch(args: argparse.Namespace) -> int:
     print(f"Deployed {result.target}" if result.deployed else "Already deployed")
     if args.reboot and result.deployed:
         _reboot()
+    return 0
+
+
+def cmd_config_diff(args: argparse.Namespace) -> int:
+    text = format_etc_diff(config_diff(_sysroot(args), args.os))
+    sys.stdout.flush()
+    # file names are bytes: write back exactly what the directory holds
+    sys.stdout.buffer.write(os.fsencode(text))
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _key_values(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` options, in order (a repeated key keeps its first place)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError("Missing '=' in KEY=VALUE for --set")
+        if not key:
+            raise CommandError(f"Empty key in --set {item!r}")
+        out[key] = value
+    return out
+
+
+def cmd_set_origin(args: argparse.Namespace) -> int:
+    options = _key_values(args.set)
+    dep.set_origin(_sysroot(args), args.remote, args.url, args.branch, index=args.index,
+                   options=options)
     return 0
 
 
