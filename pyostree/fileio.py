@@ -1,7 +1,8 @@
 """Durable file primitives: atomic writes, directory fsync, syncfs and flock-based locks.
 
-Every durable write in pyostree goes through :func:`atomic_write` (or the staging area of a
-repository transaction, which ends in :func:`syncfs`). ENOSPC becomes :class:`NoSpaceError`.
+Every durable write in pyostree goes through :func:`atomic_write` (:func:`atomic_writer` for
+streamed output, or the staging area of a repository transaction, which ends in :func:`syncfs`).
+ENOSPC becomes :class:`NoSpaceError`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import LockError, NoSpaceError, RepoError
 
@@ -123,6 +125,39 @@ def atomic_write(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise os_error(exc, f"writing {target}") from exc
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """Stream a new ``path`` into place: the block writes a temp file next to it, which is then
+    fsynced and renamed over ``path`` (and the directory fsynced). If the block raises, the
+    temp file is removed and ``path`` is left as it was. The mode is 0666 minus the umask, as
+    for a file made with ``open()``; :func:`atomic_write` is the same for bytes in memory."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise os_error(exc, f"writing {target}") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            try:
+                fh.flush()
+                if fsync:
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise os_error(exc, f"writing {target}") from exc
+        try:
+            os.replace(tmp, target)
+            if fsync:
+                fsync_dir(target.parent)
+        except OSError as exc:
+            raise os_error(exc, f"writing {target}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_symlink(target: str, path: str | os.PathLike[str]) -> None:

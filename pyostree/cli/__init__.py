@@ -18,13 +18,15 @@ from typing import NoReturn
 from ..errors import PyOstreeError
 from .common import CommandError
 
-_MODULES = ("repo_cmds", "remote_cmds", "delta_cmds", "sign_cmds", "admin_cmds", "tool_cmds")
+_MODULES = ("repo_cmds", "tree_cmds", "remote_cmds", "delta_cmds", "sign_cmds", "admin_cmds",
+            "tool_cmds")
 # The module that defines each command: running one command imports only its module (and what
 # it needs). Importing all of them costs ~0.2 s and ~15 MB of RSS per run, which matters for an
 # updater that runs often on a small device. tests/test_cli_core.py checks the table.
 COMMAND_MODULES = {
     **dict.fromkeys(("cat", "checkout", "checksum", "commit", "config", "fsck", "init", "log",
                      "ls", "prune", "refs", "reset", "rev-parse", "show"), "repo_cmds"),
+    **dict.fromkeys(("diff", "export"), "tree_cmds"),
     **dict.fromkeys(("pull", "pull-local", "remote"), "remote_cmds"),
     "static-delta": "delta_cmds",
     **dict.fromkeys(("gpg-sign", "sign", "summary"), "sign_cmds"),
