@@ -75,29 +75,51 @@ def _dir_meta(path: str, st: os.stat_result, repo: Repo, opts: CommitOptions) ->
     return DirMeta(uid, gid, mode, xattrs)
 
 
+def disk_identity(
+    path: str, st: os.stat_result, *, owner_uid: int | None = None,
+    owner_gid: int | None = None, ignore_xattrs: bool = False,
+) -> str | tuple[object, ...]:
+    """The checksum the file, symlink or directory ``path`` (whose ``lstat`` is ``st``) would
+    have in a commit: a content checksum, or a directory's dirmeta checksum, with
+    ``owner_uid``/``owner_gid`` in place of its owner. What no commit can hold (a device,
+    fifo or socket, a symlink whose target is not UTF-8) gets a tuple of its metadata
+    instead, equal only to the same thing on disk."""
+    uid = st.st_uid if owner_uid is None else owner_uid
+    gid = st.st_gid if owner_gid is None else owner_gid
+    mode = st.st_mode
+    try:
+        xattrs = () if ignore_xattrs else sort_xattrs(read_xattrs(path))
+        if stat.S_ISDIR(mode):
+            return hashlib.sha256(DirMeta(uid, gid, mode, xattrs).to_bytes()).hexdigest()
+        if stat.S_ISLNK(mode):
+            target = os.readlink(path)
+            try:
+                return content_checksum(FileHeader(uid, gid, mode, target, xattrs))
+            except UnicodeEncodeError:
+                return ("symlink", uid, gid, mode, os.fsencode(target), xattrs)
+        if not stat.S_ISREG(mode):
+            return ("special", uid, gid, mode, xattrs)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, "rb") as fh:
+            return content_checksum(FileHeader(uid, gid, mode, "", xattrs, st.st_size),
+                                    iter(lambda: fh.read(_CHUNK), b""))
+    except OSError as exc:
+        raise os_error(exc, f"reading {path}") from exc
+
+
 def checksum_path(path: str | os.PathLike[str], *, ignore_xattrs: bool = False) -> str:
-    """What ``ostree checksum PATH`` prints: the content checksum of a regular file or symlink
-    (its owner, mode and xattrs included), the dirmeta checksum of a directory. Anything else
-    (a device, fifo or socket) cannot be stored in OSTree and is refused."""
+    """What ``ostree checksum PATH`` prints (see :func:`disk_identity`). What OSTree cannot
+    store is refused."""
     name = os.fspath(path)
     try:
         st = os.lstat(name)
-        xattrs = () if ignore_xattrs else sort_xattrs(read_xattrs(name))
-        if stat.S_ISDIR(st.st_mode):
-            meta = DirMeta(st.st_uid, st.st_gid, st.st_mode, xattrs)
-            return hashlib.sha256(meta.to_bytes()).hexdigest()
-        if stat.S_ISLNK(st.st_mode):
-            target = _utf8(os.readlink(name), name)
-            return content_checksum(FileHeader(st.st_uid, st.st_gid, st.st_mode, target, xattrs))
-        if not stat.S_ISREG(st.st_mode):
-            raise RepoError(f"{name}: not a regular file, symlink or directory "
-                            "(OSTree cannot store it)", path=name)
-        with open(name, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            header = FileHeader(st.st_uid, st.st_gid, st.st_mode, "", xattrs, st.st_size)
-            return content_checksum(header, iter(lambda: fh.read(_CHUNK), b""))
     except OSError as exc:
         raise os_error(exc, name) from None
+    identity = disk_identity(name, st, ignore_xattrs=ignore_xattrs)
+    if not isinstance(identity, str):
+        raise RepoError(f"{name}: not a regular file, directory or symlink with a UTF-8 "
+                        "target (OSTree cannot store it)", path=name)
+    return identity
 
 
 def write_directory(txn: Transaction, root: Path, opts: CommitOptions) -> tuple[str, str]:

@@ -15,7 +15,7 @@ Nothing in ``orig`` or ``modified`` is ever written to.
 
 :func:`diff_deployment_etc` and :func:`format_etc_diff` are ``ostree admin config-diff``: the
 same comparison of a deployment's ``usr/etc`` with its ``etc``, listed in the order GLib
-enumerates directories (see :func:`glib_listdir`).
+enumerates directories (see :mod:`pyostree.glibdir`).
 """
 
 from __future__ import annotations
@@ -30,18 +30,17 @@ from pathlib import Path
 import attrs
 
 from .errors import DeployError
+from .glibdir import glib_listdir
 
 __all__ = [
     "EtcDiff",
     "diff_deployment_etc",
     "diff_etc",
     "format_etc_diff",
-    "glib_listdir",
     "merge_etc",
 ]
 
 _CHUNK = 256 * 1024
-_GLIB_ENUM_CHUNK = 1000  # CHUNK_SIZE of GLib's local file enumerator
 
 
 @attrs.frozen
@@ -73,42 +72,6 @@ def _differs(a: Path, sta: os.stat_result, b: Path, stb: os.stat_result) -> bool
     if stat.S_ISREG(sta.st_mode):
         return sta.st_size != stb.st_size or not _same_content(a, b)
     return False
-
-
-def _inode_cmp(a: int, b: int) -> int:
-    """GLib's ``sort_by_inode``: ``(int)(long a - long b)``, truncation included."""
-    d = (a - b) & 0xFFFFFFFF
-    return d - (1 << 32) if d & 0x80000000 else d
-
-
-def _glibc_msort(items: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """glibc's ``qsort`` (a top-down merge sort) by inode with :func:`_inode_cmp`, so that even
-    the inconsistent comparisons of truncated differences give the order GLib gets."""
-    if len(items) <= 1:
-        return items
-    half = len(items) // 2
-    left, right = _glibc_msort(items[:half]), _glibc_msort(items[half:])
-    out: list[tuple[str, int]] = []
-    i = j = 0
-    while i < len(left) and j < len(right):
-        if _inode_cmp(left[i][1], right[j][1]) <= 0:
-            out.append(left[i])
-            i += 1
-        else:
-            out.append(right[j])
-            j += 1
-    return out + left[i:] + right[j:]
-
-
-def glib_listdir(path: Path) -> list[str]:
-    """Names in the order ``g_file_enumerate_children`` returns them on Linux: ``readdir``
-    order, cut into chunks of 1000 entries, each chunk sorted by inode number."""
-    with os.scandir(path) as it:
-        entries = [(e.name, e.inode()) for e in it]
-    names: list[str] = []
-    for start in range(0, len(entries), _GLIB_ENUM_CHUNK):
-        names += [n for n, _ in _glibc_msort(entries[start:start + _GLIB_ENUM_CHUNK])]
-    return names
 
 
 def _listdir(path: Path, glib_order: bool) -> list[str]:

@@ -24,7 +24,8 @@ import pytest
 
 from pyostree import deploy as D
 from pyostree.errors import DeployError
-from pyostree.etcmerge import diff_deployment_etc, format_etc_diff, glib_listdir
+from pyostree.etcmerge import diff_deployment_etc, format_etc_diff
+from pyostree.glibdir import glib_listdir
 from pyostree.sysroot import Sysroot, config_diff
 
 from . import realostree as ro
