@@ -44,6 +44,7 @@ from pyostree.errors import (
     TooLargeError,
     TransientFetchError,
 )
+from pyostree.formats.cookies import Cookie, cookie_header
 
 try:
     import zstandard as _zstd
@@ -75,6 +76,8 @@ class FetchConfig:
     tls_permissive: bool = False  # no certificate or hostname verification
     proxy: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    # The remote's cookie jar (REMOTE.cookies.txt): each request carries those that match it.
+    cookies: tuple[Cookie, ...] = ()
     user_agent: str = "pyostree/0.1"
     accept_zstd: bool = True  # advertise Content-Encoding zstd when zstandard is importable
 
@@ -365,7 +368,7 @@ class BaseFetcher(abc.ABC):
     ) -> _Outcome:
         visited = {url}
         for _ in range(self.config.max_redirects + 1):
-            resp = await self._open(url, headers)
+            resp = await self._open(url, self._with_cookies(url, headers))
             try:
                 status = resp.status
                 if status not in _REDIRECTS:
@@ -379,6 +382,20 @@ class BaseFetcher(abc.ABC):
         raise FetchError(
             f"{current[0]}: more than {self.config.max_redirects} redirects", url=current[0]
         )
+
+    def _with_cookies(self, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` plus the ``Cookie`` header of the jar's cookies for ``url`` (redirect
+        targets get their own), before any Cookie header given as an extra header."""
+        if not self.config.cookies:
+            return headers
+        value = cookie_header(self.config.cookies, url, time.time())
+        if value is None:
+            return headers
+        out = dict(headers)
+        for name in [n for n in out if n.lower() == "cookie"]:
+            value = f"{value}; {out.pop(name)}"
+        out["Cookie"] = value
+        return out
 
     @staticmethod
     def _redirect_target(url: str, status: int, location: str | None, seen: set[str]) -> str:

@@ -89,6 +89,9 @@ class AiohttpFetcher(BaseFetcher):
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout),
                 auto_decompress=False,
                 trust_env=False,
+                # Cookies come from the remote's jar only (BaseFetcher adds them), as with
+                # libostree: what servers set is neither kept nor sent back.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Accept-Encoding", "User-Agent"),
                 read_bufsize=1 << 18,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -52,6 +53,9 @@ class HttpxFetcher(BaseFetcher):
                 ),
                 follow_redirects=False,
                 trust_env=False,
+                # Cookies come from the remote's jar only (BaseFetcher adds them), as with
+                # libostree: what servers set is neither kept nor sent back.
+                cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             )
             self._client = client
         return client

@@ -38,6 +38,8 @@ __all__ = [
     "Packet",
     "SecretKey",
     "SignatureStatus",
+    "SubkeyInfo",
+    "UserIdInfo",
     "VerifyResult",
     "dearmor",
     "find_secret_key",
@@ -494,6 +496,44 @@ def _evaluate_unchecked(block: _KeyBlock) -> _KeyState:
     return _KeyState(block, key, tuple(user_ids), key_problem, primary, tuple(subkeys))
 
 
+_UNBOUND = "is not bound to its primary key"  # the problem _evaluate_unchecked gives
+
+
+def _user_id_infos(state: _KeyState) -> tuple[UserIdInfo, ...]:
+    """Every user id of a key with its self-certification and revocation state."""
+    key = state.key
+    out: list[tuple[int, UserIdInfo]] = []
+    # pgpy sorts user ids (primary first); listings keep the keyblock's order.
+    position: dict[bytes, int] = {}
+    for i, part in enumerate(state.block.parts):
+        if part.packet.tag == TAG_USER_ID:
+            position.setdefault(part.packet.body, i)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            for uid in key.userids:
+                packet = uid._uid
+                body = packet.uid.encode("charmap" if packet._encoding_fallback else "utf-8")
+                certs = _self_sigs(key, uid, _CERT_TYPES, uid)
+                revs = _self_sigs(key, uid, {0x30}, uid)
+                newest = max(certs, key=lambda s: s.created) if certs else None
+                revoked = bool(revs) and (
+                    newest is None or max(r.created for r in revs) >= newest.created)
+                out.append((position.get(body, len(position)), UserIdInfo(
+                    str(uid.userid), newest.created if newest is not None else None, revoked,
+                    newest is not None and _flags_primary(newest))))
+        except Exception:  # pgpy trips over something: list what could be read
+            pass
+    return tuple(info for _, info in sorted(out, key=lambda pi: pi[0]))
+
+
+def _flags_primary(sig: Any) -> bool:
+    try:
+        return bool(next(iter(sig._signature.subpackets["h_PrimaryUserID"]), False))
+    except Exception:
+        return False
+
+
 def _cross_certified(sub: Any, binding: Any) -> bool:
     """Whether ``binding`` embeds a good primary-key binding (0x19) signature by ``sub``."""
     for sig in sub.__sig__:
@@ -539,6 +579,27 @@ def _load_states(packets: Iterable[Packet], *, secret: bool) -> tuple[list[_KeyS
 
 
 @attrs.frozen
+class SubkeyInfo:
+    """One subkey of a key, as a key listing shows it."""
+
+    fingerprint: str
+    created: datetime
+    expires: datetime | None
+    revoked: bool
+    bound: bool  # has a valid binding signature by its primary key
+
+
+@attrs.frozen
+class UserIdInfo:
+    """One user id packet of a key, valid or not (``KeyInfo.user_ids`` has the valid ones)."""
+
+    user_id: str
+    certified: datetime | None  # time of its newest valid self-certification (None: none)
+    revoked: bool  # a valid self-revocation at least as new as that certification
+    primary: bool  # that certification flags it as the primary user id
+
+
+@attrs.frozen
 class KeyInfo:
     """What a keyring knows about one key, for listing (``gpg-list-keys``)."""
 
@@ -549,6 +610,9 @@ class KeyInfo:
     expires: datetime | None
     revoked: bool
     subkey_fingerprints: tuple[str, ...]
+    # Every user id packet (keyblock order) and every subkey, with their states.
+    all_user_ids: tuple[UserIdInfo, ...] = ()
+    subkeys: tuple[SubkeyInfo, ...] = ()
 
 
 @attrs.frozen(eq=False)
@@ -604,6 +668,9 @@ class Keyring:
                 s.fingerprint, s.primary.key_id, s.user_ids, s.primary.created,
                 s.primary.expires, s.primary.revoked,
                 tuple(k.fingerprint for k in s.subkeys),
+                _user_id_infos(s),
+                tuple(SubkeyInfo(k.fingerprint, k.created, k.expires, k.revoked,
+                                 k.problem != _UNBOUND) for k in s.subkeys),
             )
             for s in self._states
         )

@@ -34,10 +34,12 @@ from .errors import (
     VerificationError,
 )
 from .fetcher import BaseFetcher, FetchConfig, make_fetcher
+from .formats.cookies import Cookie
 from .formats.objects import Commit, DirTree, parse_metadata
 from .formats.summary import Summary
 from .pullhelper import PullHelper, helper_wanted
 from .pullstore import CHUNK, STORE_MAX_BYTES, STORE_MAX_JOBS, STORE_THREADS, Storer, fetch_content
+from .remotecookies import load_cookies
 from .remotes import Remote
 from .repo import Repo
 from .transaction import Transaction
@@ -151,7 +153,9 @@ def trust_settings(repo: Repo, remote: Remote, sysroot: Path | None = None) -> T
     )
 
 
-def fetch_config(remote: Remote, options: PullOptions) -> FetchConfig:
+def fetch_config(remote: Remote, options: PullOptions,
+                 cookies: tuple[Cookie, ...] = ()) -> FetchConfig:
+    """How to fetch from ``remote``; ``cookies`` are its jar's (see :func:`remote_fetch_config`)."""
     return FetchConfig(
         retries=options.network_retries,
         # httpx (HTTP/2) only where asked for explicitly: aiohttp is several times faster
@@ -163,8 +167,15 @@ def fetch_config(remote: Remote, options: PullOptions) -> FetchConfig:
         tls_permissive=bool(remote.tls_permissive),
         proxy=remote.proxy,
         headers=options.http_headers,
+        cookies=cookies,
         low_speed_time=options.low_speed_time,
     )
+
+
+def remote_fetch_config(repo: Repo, remote: Remote, options: PullOptions) -> FetchConfig:
+    """:func:`fetch_config` with the cookies of ``REPO/REMOTE.cookies.txt``, which libostree
+    hands to every request of a pull (and of a summary fetch) from that remote."""
+    return fetch_config(remote, options, load_cookies(repo, remote.name))
 
 
 class SizeTable:
@@ -295,7 +306,7 @@ class _Puller:
 
             self.local_source = open_repo(url[len("file://"):])
             return
-        self.fetcher = make_fetcher(fetch_config(remote, self.options))
+        self.fetcher = make_fetcher(remote_fetch_config(self.repo, remote, self.options))
         self.meta_bases = await self._bases(url, remote.mirrorlist)
         if remote.contenturl:
             self.content_bases = await self._bases(remote.contenturl,
@@ -936,7 +947,7 @@ def pull(repo: Repo, remote: Remote, refs: Sequence[str] | Sequence[tuple[str, s
     helper = None
     if not (opts.dry_run or opts.commit_metadata_only) and helper_wanted(
             opts.url or remote.url or ""):
-        helper = PullHelper.fork(repo, fetch_config(remote, opts))
+        helper = PullHelper.fork(repo, remote_fetch_config(repo, remote, opts))
     return asyncio.run(_pull_async(repo, remote, parsed, opts, progress, sysroot, helper))
 
 

@@ -7,6 +7,7 @@ The cryptography is pure (``gpg``, ``sign``); this module only finds and reads k
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +56,13 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def load_gpg_keyring(settings: TrustSettings) -> gpg.Keyring:
+def global_gpg_dir() -> Path:
+    """libostree's global keyring directory: ``$OSTREE_GPG_HOME`` if set, else
+    ``/usr/share/ostree/trusted.gpg.d``."""
+    return Path(os.environ.get("OSTREE_GPG_HOME") or GLOBAL_GPG_DIR)
+
+
+def load_gpg_keyring(settings: TrustSettings, *, global_fallback: bool = True) -> gpg.Keyring:
     from . import gpg  # pgpy is heavy: loaded only when GPG is used
 
     """The remote's keyring: ``REMOTE.trustedkeys.gpg`` (repo, then remotes.d), ``gpgkeypath``,
@@ -79,8 +86,9 @@ def load_gpg_keyring(settings: TrustSettings) -> gpg.Keyring:
             if data is None:
                 raise SignatureError(f"cannot read GPG key file {f}")
             keyring = keyring.merge(gpg.Keyring.from_bytes(data))
-    if not per_remote:
-        keyring = load_keyring_dir(GLOBAL_GPG_DIR, keyring)
+    # Listing a remote's keys (gpg-list-keys) leaves the global keyrings out.
+    if not per_remote and global_fallback:
+        keyring = load_keyring_dir(global_gpg_dir(), keyring)
     return keyring
 
 

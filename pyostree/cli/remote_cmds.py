@@ -1,5 +1,5 @@
-"""Remote commands: ``remote add|list|delete|gpg-import|refs|summary|show-url``, ``pull`` and
-``pull-local``."""
+"""Remote commands: ``remote add|list|delete|gpg-import|gpg-list-keys|refs|summary|show-url``,
+``remote add-cookie|delete-cookie|list-cookies``, ``pull`` and ``pull-local``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from .. import remotecookies
 from ..errors import RepoError
 from ..fetcher import make_fetcher
 from ..fileio import atomic_write
 from ..formats.summary import Summary
-from ..pull import PullOptions, fetch_config, pull, pull_local
+from ..pull import PullOptions, pull, pull_local, remote_fetch_config
 from ..remoteconfig import (
     apply_change,
     get_remote,
@@ -72,6 +73,33 @@ def register(sub: Any) -> None:
     q.add_argument("-k", "--keyring", action="append", default=[],
                    help="import all keys of this keyring file (repeatable)")
     q.add_argument("--stdin", action="store_true", help="read keys from standard input")
+
+    q = command(rsub, "gpg-list-keys", cmd_remote_gpg_list_keys,
+                "Show the GPG keys a remote trusts (without NAME: the global keyrings).")
+    q.add_argument("name", nargs="?", metavar="NAME", help="the remote")
+
+    q = command(rsub, "add-cookie", cmd_remote_add_cookie,
+                "Add a cookie to a remote's cookie jar; pulls from it send the cookie.")
+    q.add_argument("name", metavar="NAME", help="the remote")
+    q.add_argument("domain", metavar="DOMAIN",
+                   help="host the cookie is for (a leading dot: subdomains too)")
+    q.add_argument("path", metavar="PATH", help="URL path prefix the cookie is for, e.g. /")
+    q.add_argument("cookie_name", metavar="COOKIE_NAME", help="the cookie's name")
+    q.add_argument("value", metavar="VALUE", help="the cookie's value")
+    _ostree_missing_message(q, "NAME, DOMAIN, PATH, COOKIE_NAME and VALUE")
+
+    q = command(rsub, "delete-cookie", cmd_remote_delete_cookie,
+                "Remove a cookie from a remote's cookie jar.")
+    q.add_argument("name", metavar="NAME", help="the remote")
+    q.add_argument("domain", metavar="DOMAIN", help="the cookie's domain, as added")
+    q.add_argument("path", metavar="PATH", help="the cookie's path, as added")
+    q.add_argument("cookie_name", metavar="COOKIE_NAME", help="the cookie's name")
+    _ostree_missing_message(q, "NAME, DOMAIN, PATH and COOKIE_NAME")
+
+    q = command(rsub, "list-cookies", cmd_remote_list_cookies,
+                "Show the cookies in a remote's cookie jar.")
+    q.add_argument("name", metavar="NAME", help="the remote")
+    _ostree_missing_message(q, "NAME")
 
     q = command(rsub, "refs", cmd_remote_refs,
                 "List the refs a remote offers, from its summary file.")
@@ -138,6 +166,19 @@ def _pull_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a machine-readable result")
     p.add_argument("--sysroot", metavar="PATH",
                    help="sysroot whose etc/ostree configuration applies")
+
+
+def _ostree_missing_message(parser: argparse.ArgumentParser, names: str) -> None:
+    """A missing argument gives ostree's message (``NAMES must be specified``) instead of
+    argparse's."""
+    report = parser.error
+
+    def error(message: str) -> NoReturn:
+        if message.startswith("the following arguments are required"):
+            report(f"{names} must be specified")
+        report(message)
+
+    parser.error = error  # type: ignore[method-assign]
 
 
 def _missing(parser: argparse.ArgumentParser) -> int:
@@ -248,7 +289,50 @@ def cmd_remote_gpg_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _fetch_summary(remote: Remote) -> bytes:
+def cmd_remote_gpg_list_keys(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .. import verify
+    from ..keylisting import describe_keys
+    from ..pull import trust_settings
+
+    repo = get_repo(args)
+    if args.name is None:  # as libostree: the global keyrings only
+        keyring = verify.load_keyring_dir(verify.global_gpg_dir())
+    else:
+        remote = load_remotes(repo).get(args.name)
+        keyring = verify.load_gpg_keyring(trust_settings(repo, remote), global_fallback=False)
+    sys.stdout.write(describe_keys(keyring.keys, datetime.now(UTC)))
+    return 0
+
+
+def _cookie_remote(args: argparse.Namespace) -> Repo:
+    """The repository, once it is known to have the remote (libostree does not check)."""
+    repo = get_repo(args)
+    load_remotes(repo).get(args.name)
+    return repo
+
+
+def cmd_remote_add_cookie(args: argparse.Namespace) -> int:
+    repo = _cookie_remote(args)
+    remotecookies.add_cookie(repo, args.name, args.domain, args.path, args.cookie_name,
+                             args.value)
+    return 0
+
+
+def cmd_remote_delete_cookie(args: argparse.Namespace) -> int:
+    repo = _cookie_remote(args)
+    remotecookies.remove_cookie(repo, args.name, args.domain, args.path, args.cookie_name)
+    return 0
+
+
+def cmd_remote_list_cookies(args: argparse.Namespace) -> int:
+    repo = _cookie_remote(args)
+    sys.stdout.write(remotecookies.list_cookies(repo, args.name))
+    return 0
+
+
+async def _fetch_summary(repo: Repo, remote: Remote) -> bytes:
     if not remote.url:
         raise RepoError(f"remote {remote.name} has no url")
     if remote.url.startswith("file://"):
@@ -257,7 +341,7 @@ async def _fetch_summary(remote: Remote) -> bytes:
             return path.read_bytes()
         except OSError:
             raise RepoError(f"remote {remote.name} has no summary") from None
-    async with make_fetcher(fetch_config(remote, PullOptions())) as fetcher:
+    async with make_fetcher(remote_fetch_config(repo, remote, PullOptions())) as fetcher:
         res = await fetcher.fetch_bytes(remote.url.rstrip("/") + "/summary",
                                         max_size=PullOptions().max_metadata_size)
     assert res.data is not None
@@ -265,8 +349,9 @@ async def _fetch_summary(remote: Remote) -> bytes:
 
 
 def _remote_summary(args: argparse.Namespace) -> Summary:
-    remote = get_remote(get_repo(args), args.name)
-    return Summary.from_bytes(asyncio.run(_fetch_summary(remote)))
+    repo = get_repo(args)
+    remote = get_remote(repo, args.name)
+    return Summary.from_bytes(asyncio.run(_fetch_summary(repo, remote)))
 
 
 def cmd_remote_refs(args: argparse.Namespace) -> int:

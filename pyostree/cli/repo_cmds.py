@@ -440,7 +440,7 @@ def _signatures(repo: Repo, csum: str, args: argparse.Namespace) -> str:
 
             remote = load_remotes(repo).get(args.gpg_verify_remote)
             return verify.load_gpg_keyring(trust_settings(repo, remote))
-        keys = verify.load_keyring_dir(verify.GLOBAL_GPG_DIR)
+        keys = verify.load_keyring_dir(verify.global_gpg_dir())
         if args.gpg_homedir:
             try:
                 os.listdir(args.gpg_homedir)
