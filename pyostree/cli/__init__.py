@@ -19,7 +19,7 @@ from ..errors import PyOstreeError
 from .common import CommandError
 
 _MODULES = ("repo_cmds", "tree_cmds", "remote_cmds", "delta_cmds", "sign_cmds", "admin_cmds",
-            "tool_cmds")
+            "tool_cmds", "serve_cmds")
 # The module that defines each command: running one command imports only its module (and what
 # it needs). Importing all of them costs ~0.2 s and ~15 MB of RSS per run, which matters for an
 # updater that runs often on a small device. tests/test_cli_core.py checks the table.
@@ -32,6 +32,7 @@ COMMAND_MODULES = {
     **dict.fromkeys(("gpg-sign", "sign", "summary"), "sign_cmds"),
     **dict.fromkeys(("admin", "deploy"), "admin_cmds"),
     **dict.fromkeys(("completion", "demo", "update"), "tool_cmds"),
+    "trivial-httpd": "serve_cmds",
 }
 
 
