@@ -316,7 +316,7 @@ def _cleanup_internal(sysroot: Sysroot, prune: bool) -> None:
     _cleanup_old_deployments(sysroot)
     _generate_deployment_refs(sysroot)
     if prune:
-        from .maintenance import prune as prune_repo
+        from .pruning import prune as prune_repo
 
         result = prune_repo(sysroot.repo(), depth=0, refs_only=True)
         if result.freed:

@@ -1,17 +1,26 @@
-"""Walking, checking and pruning a repository: ``fsck``, ``prune`` and reachability."""
+"""Walking and checking a repository: ``fsck`` and its options, reachability, deleting a commit
+(pruning is in :mod:`pyostree.pruning`)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 
 from . import gvariant as gv
 from .core import ObjectType
-from .errors import ChecksumError, FormatError, ObjectNotFoundError, PyOstreeError, RepoError
+from .errors import (
+    ChecksumError,
+    FormatError,
+    ObjectNotFoundError,
+    PyOstreeError,
+    RepoError,
+    VerificationError,
+)
 from .fileio import atomic_write
 from .formats.objects import Commit, DirMeta, DirTree, parse_object, tombstone_bytes
 from .repo import Repo
@@ -119,9 +128,13 @@ def verify_object(
 
 
 def fsck(
-    repo: Repo, *, delete: bool = False, progress: Callable[[int], None] | None = None
+    repo: Repo, *, delete: bool = False, all_errors: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> FsckResult:
-    """Verify every commit reachable from a ref (and every other stored commit) and its objects."""
+    """Verify every commit reachable from a ref (and every other stored commit) and its objects.
+
+    Without ``all_errors`` (and without ``delete``), the check stops at the first corrupt
+    object, as ``ostree fsck`` does without ``--all``; missing objects never stop it."""
     result = FsckResult()
     commits = {csum for csum, otype in repo.iter_objects() if otype is ObjectType.COMMIT}
     for name, csum in repo.list_refs().items():
@@ -156,113 +169,169 @@ def fsck(
                 with contextlib.suppress(OSError):
                     repo.object_path(objtype, csum).unlink()
                     result.deleted += 1
+            elif not all_errors:
+                raise _StopFsck from None
             return False
         if isinstance(obj, DirTree):
             verified_tree.clear()
             verified_tree[csum] = obj
         return True
 
-    for csum in sorted(commits):
-        result.commits += 1
-        partial = repo.is_partial(csum)
-        if partial:
-            result.partial.append(csum)
-        if not check(ObjectType.COMMIT, csum):
-            continue
-        try:
-            for objtype, ocsum in walk_commit(repo, csum, missing_ok=partial, broken_ok=True,
-                                              load_dirtree=load_tree):
-                if partial and not repo.has_object(objtype, ocsum):
-                    continue
-                if not check(objtype, ocsum) and delete:
-                    repo.mark_partial(csum)
-        except PyOstreeError as exc:
-            result.errors.append(f"commit {csum}: {exc}")
+    ordered = sorted(commits)
+    result.commits = len(ordered)
+    result.partial = [c for c in ordered if repo.is_partial(c)]
+    partials = set(result.partial)
+    with contextlib.suppress(_StopFsck):
+        for csum in ordered:
+            partial = csum in partials
+            if not check(ObjectType.COMMIT, csum):
+                continue
+            try:
+                for objtype, ocsum in walk_commit(repo, csum, missing_ok=partial,
+                                                  broken_ok=True, load_dirtree=load_tree):
+                    if partial and not repo.has_object(objtype, ocsum):
+                        continue
+                    if not check(objtype, ocsum) and delete:
+                        repo.mark_partial(csum)
+            except PyOstreeError as exc:
+                result.errors.append(f"commit {csum}: {exc}")
     return result
 
 
-@attrs.frozen
-class PruneResult:
-    total: int
-    deleted: int
-    freed: int
+class _StopFsck(Exception):
+    """The first corrupt object ends a check that does not report them all."""
 
 
-def reachable_objects(
-    repo: Repo, roots: list[str], *, depth: int = -1
-) -> set[tuple[ObjectType, str]]:
-    keep: set[tuple[ObjectType, str]] = set()
-    for root in roots:
-        for csum in commit_chain(repo, root, depth):
-            if (ObjectType.COMMIT, csum) in keep:
-                continue
-            keep.add((ObjectType.COMMIT, csum))
-            keep.add((ObjectType.COMMIT_META, csum))
-            keep.update(walk_commit(repo, csum, missing_ok=True))
-    return keep
+# ---------------------------------------------------------------------------- fsck options
 
 
-def remove_commit(repo: Repo, csum: str) -> int:
+def _typed(commit: Commit, key: str, type_string: str) -> Any:
+    """A metadata value if it has the type GLib's ``g_variant_lookup`` asks for, else None."""
+    variant = commit.metadata.get(key)
+    return variant.value if variant is not None and variant.type == type_string else None
+
+
+def binding_error(commit: Commit, ref_name: str | None, collection_id: str | None) -> str | None:
+    """Why ``commit`` may not be the commit of ``ref_name`` (in ``collection_id``), in
+    ``_ostree_repo_verify_bindings``'s words; None when its bindings allow it."""
+    refs = _typed(commit, "ostree.ref-binding", "as")
+    if refs is None:
+        if collection_id is None:
+            return None
+        return "Expected commit metadata to have ref binding information, found none"
+    if ref_name is not None and ref_name not in refs:
+        listed = ", ".join(f"\u2018{r}\u2019" for r in refs) or "no refs"
+        return (f"Commit has no requested ref \u2018{ref_name}\u2019 in ref binding metadata "
+                f"({listed})")
+    if collection_id is not None:
+        bound = _typed(commit, "ostree.collection-binding", "s")
+        if bound is None:
+            return ("Expected commit metadata to have collection ID binding information, "
+                    "found none")
+        if bound != collection_id:
+            return (f"Commit has collection ID \u2018{bound}\u2019 in collection binding "
+                    "metadata, while the remote it came from has collection ID "
+                    f"\u2018{collection_id}\u2019")
+    return None
+
+
+def verify_ref_bindings(repo: Repo, *, collections: bool = False) -> None:
+    """``fsck --verify-bindings``: the commit of every ref must be bound to that ref (when it
+    has bindings); with ``collections``, every collection ref's commit must be bound to the ref
+    and its collection. Raises VerificationError for the first that is not (refs whose commit
+    is missing are left to :func:`fsck`)."""
+    targets: list[tuple[str, str | None, str]] = []
+    if collections:
+        targets += [(c, coll, csum) for (coll, c), csum in
+                    repo.list_collection_refs(remotes=False).items()]
+    else:
+        targets += [(name.rpartition(":")[2], None, csum)
+                    for name, csum in repo.list_refs().items()]
+    for ref_name, collection_id, csum in targets:
+        commit = load_commit_or_none(repo, csum)
+        if commit is None:
+            continue
+        problem = binding_error(commit, ref_name, collection_id)
+        if problem is not None:
+            raise VerificationError(f"Commit {csum}: {problem}")
+
+
+def verify_back_refs(repo: Repo) -> None:
+    """``fsck --verify-back-refs``: every ref a stored commit is bound to must exist and point
+    at that commit (so an older commit of a branch fails: ostree's rule). Commits are taken in
+    checksum order; raises VerificationError for the first failure."""
+    for csum in sorted(c for c, t in repo.iter_objects() if t is ObjectType.COMMIT):
+        commit = repo.load_commit(csum)
+        refs = _typed(commit, "ostree.ref-binding", "as")
+        collection_id = _typed(commit, "ostree.collection-binding", "s")
+        for ref in refs or ():
+            if collection_id is not None:
+                target = repo.list_collection_refs(collection_id).get((collection_id, ref))
+                what = f"Collection\u2013ref ({collection_id}, {ref})"
+            else:
+                target = repo.resolve_rev(ref, allow_noent=True)
+                what = f"Ref \u2018{ref}\u2019"
+            if target is None:
+                raise VerificationError(f"{what} in bindings for commit {csum} does not exist")
+            if target != csum:
+                raise VerificationError(
+                    f"{what} in bindings for commit {csum} does not resolve to that commit")
+
+
+def missing_parents(repo: Repo) -> list[str]:
+    """The parents that stored commits name but the repository lacks (tombstoned ones not
+    counted), in checksum order: what ``fsck --add-tombstones`` marks as deleted."""
+    found: set[str] = set()
+    for csum, otype in list(repo.iter_objects()):
+        if otype is not ObjectType.COMMIT:
+            continue
+        parent = repo.load_commit(csum).parent
+        if parent is not None and not repo.has_object(ObjectType.COMMIT, parent) \
+                and not repo.has_object(ObjectType.TOMBSTONE_COMMIT, parent):
+            found.add(parent)
+    return sorted(found)
+
+
+def add_tombstones(repo: Repo, parents: Sequence[str]) -> None:
+    """Write a tombstone for each missing parent commit (turning on
+    ``core.tombstone-commits``), so pulls from this repository know they were deleted."""
+    if parents:
+        enable_tombstone_commits(repo)
+    for csum in parents:
+        write_tombstone(repo, csum)
+
+
+def enable_tombstone_commits(repo: Repo) -> None:
+    """Set ``core.tombstone-commits=true`` (what ``prune --delete-commit`` and
+    ``fsck --add-tombstones`` do before they write a tombstone)."""
+    if not repo.config.get_bool("core", "tombstone-commits", False):
+        repo.config.set("core", "tombstone-commits", "true")
+        repo.save_config()
+
+
+def write_tombstone(repo: Repo, csum: str) -> None:
+    path = repo.object_path(ObjectType.TOMBSTONE_COMMIT, csum)
+    path.parent.mkdir(exist_ok=True)
+    atomic_write(path, tombstone_bytes(csum))
+
+
+def remove_commit(repo: Repo, csum: str, *, clear_partial: bool = True) -> int:
     """Delete a commit object and its detached metadata, as ``ostree_repo_delete_object`` does:
-    with ``core.tombstone-commits=true`` a ``.tombstone-commit`` is left in its place.
-    Returns the bytes freed."""
+    with ``core.tombstone-commits=true`` a ``.tombstone-commit`` is left in its place. Its
+    ``.commitpartial`` marker goes too unless ``clear_partial`` is false (ostree's
+    ``prune --delete-commit`` leaves it). Returns the bytes freed (the commit object's size)."""
     freed = 0
     for objtype in (ObjectType.COMMIT_META, ObjectType.COMMIT):
         path = repo.object_path(objtype, csum)
         with contextlib.suppress(FileNotFoundError):
-            freed += os.lstat(path).st_blocks * 512
+            if objtype is ObjectType.COMMIT:
+                freed = os.lstat(path).st_size
             path.unlink()
-    repo.clear_partial(csum)
+    if clear_partial:
+        repo.clear_partial(csum)
     if repo.config.get_bool("core", "tombstone-commits", False):
-        path = repo.object_path(ObjectType.TOMBSTONE_COMMIT, csum)
-        path.parent.mkdir(exist_ok=True)
-        atomic_write(path, tombstone_bytes(csum))
+        write_tombstone(repo, csum)
     return freed
-
-
-# What ostree lists as objects (and so may prune): never detached metadata or tombstones.
-_PRUNABLE = (ObjectType.FILE, ObjectType.DIRTREE, ObjectType.DIRMETA, ObjectType.COMMIT)
-
-
-def prune(
-    repo: Repo, *, depth: int = -1, refs_only: bool = True, dry_run: bool = False,
-    delete_commit: str | None = None,
-) -> PruneResult:
-    """Delete objects not reachable from any ref (``ostree prune --refs-only``)."""
-    with repo.lock():
-        if delete_commit is not None:
-            for name, csum in repo.list_refs().items():
-                if csum == delete_commit:
-                    raise RepoError(f"commit {delete_commit} is referenced by ref {name}")
-            if not repo.has_object(ObjectType.COMMIT, delete_commit):
-                raise ObjectNotFoundError(f"no such commit {delete_commit}")
-            if not dry_run:
-                remove_commit(repo, delete_commit)
-        roots = sorted(set(repo.list_refs(mirrors=True).values()))
-        if not refs_only:
-            roots = sorted(
-                set(roots)
-                | {c for c, t in repo.iter_objects() if t is ObjectType.COMMIT}
-            )
-        keep = reachable_objects(repo, roots, depth=depth)
-        total = deleted = freed = 0
-        for csum, otype in list(repo.iter_objects()):
-            if otype not in _PRUNABLE:
-                continue
-            total += 1
-            if (otype, csum) in keep:
-                continue
-            path = repo.object_path(otype, csum)
-            with contextlib.suppress(OSError):
-                size = os.lstat(path).st_blocks * 512
-                if not dry_run:
-                    if otype is ObjectType.COMMIT:
-                        size = remove_commit(repo, csum)
-                    else:
-                        path.unlink()
-                deleted += 1
-                freed += size
-        return PruneResult(total, deleted, freed)
 
 
 def load_commit_or_none(repo: Repo, csum: str) -> Commit | None:
@@ -270,3 +339,13 @@ def load_commit_or_none(repo: Repo, csum: str) -> Commit | None:
         return repo.load_commit(csum)
     except ObjectNotFoundError:
         return None
+
+
+def __getattr__(name: str) -> Any:
+    """``prune`` and ``PruneResult`` live in :mod:`pyostree.pruning` (which builds on this
+    module); ``from pyostree.maintenance import prune``, their documented home, still works."""
+    if name in ("prune", "PruneResult", "reachable_objects"):
+        from . import pruning
+
+        return getattr(pruning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,7 +35,7 @@ from .errors import (
     RefNotFoundError,
     RepoError,
 )
-from .fileio import atomic_write, file_lock, fsync_dir, os_error, read_file
+from .fileio import atomic_symlink, atomic_write, file_lock, fsync_dir, os_error, read_file
 from .formats.content import (
     ArchiveInflater,
     FileHeader,
@@ -55,7 +55,8 @@ from .formats.objects import (
 
 if TYPE_CHECKING:
     from .checkout import CheckoutOptions
-    from .maintenance import FsckResult, PruneResult
+    from .maintenance import FsckResult
+    from .pruning import PruneResult
     from .transaction import Transaction
 
 OSTREEMETA_XATTR = "user.ostreemeta"
@@ -247,8 +248,8 @@ class Repo:
         return fsck(self, delete=delete)
 
     def prune(self, **kwargs: Any) -> PruneResult:
-        """``ostree prune``: see :func:`pyostree.maintenance.prune`."""
-        from .maintenance import prune
+        """``ostree prune``: see :func:`pyostree.pruning.prune`."""
+        from .pruning import prune
 
         return prune(self, **kwargs)
 
@@ -435,8 +436,9 @@ class Repo:
                       or k.startswith(prefix)}
         return dict(sorted(result.items()))
 
-    def set_ref(self, refspec: str, csum: str | None) -> None:
-        """Create, move or (``csum=None``) delete a ref; written atomically."""
+    def set_ref(self, refspec: str, csum: str | None, *, fsync: bool = True) -> None:
+        """Create, move or (``csum=None``) delete a ref; written atomically (and durably,
+        unless ``fsync`` is false)."""
         path = self._ref_path(refspec)
         if csum is None:
             try:
@@ -449,7 +451,116 @@ class Repo:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise os_error(exc, f"creating {path.parent}") from exc
+        atomic_write(path, f"{csum}\n".encode(), fsync=fsync)
+
+    def list_collection_refs(self, collection_id: str | None = None, *,
+                             remotes: bool = True) -> dict[tuple[str, str], str]:
+        """Refs as ``(collection ID, ref)`` → checksum, as ``ostree_repo_list_collection_refs``
+        finds them: ``refs/heads`` under the repository's own ``core.collection-id``,
+        ``refs/mirrors/COLLECTION/``, and (with ``remotes``) the refs of each remote whose
+        ``config`` group has a ``collection-id``. ``collection_id`` keeps only that one."""
+        if collection_id is not None:
+            validate_collection_id(collection_id)
+        found: dict[tuple[str, str], str] = {}
+        refs = self.path / "refs"
+        main = self.config.get("core", "collection-id", None)
+        if main and collection_id in (None, main):
+            for name, csum in _walk_refs(refs / "heads"):
+                found[(main, name)] = csum
+        sources: list[tuple[str, Path]] = []
+        if (refs / "mirrors").is_dir():
+            sources += [(coll, refs / "mirrors" / coll) for coll in os.listdir(refs / "mirrors")]
+        if remotes and (refs / "remotes").is_dir():
+            for remote in os.listdir(refs / "remotes"):
+                coll = self.config.get(f'remote "{remote}"', "collection-id", None)
+                if coll and is_collection_id(coll):
+                    sources.append((coll, refs / "remotes" / remote))
+        for coll, directory in sources:
+            if collection_id not in (None, coll):
+                continue
+            for name, csum in _walk_refs(directory):
+                found[(coll, name)] = csum
+        return dict(sorted(found.items()))
+
+    def set_collection_ref(self, collection_id: str, ref: str, csum: str | None) -> None:
+        """Write (or with None delete) a collection ref where ostree keeps it: ``refs/heads``
+        for the repository's own collection ID, ``refs/mirrors/COLLECTION`` for any other."""
+        validate_collection_id(collection_id)
+        validate_ref(ref)
+        if collection_id == self.config.get("core", "collection-id", None):
+            path = self.path / "refs" / "heads" / ref
+        else:
+            path = self.path / "refs" / "mirrors" / collection_id / ref
+        if csum is None:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                path.unlink()
+            return
+        validate_checksum(csum)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"creating {path.parent}") from exc
         atomic_write(path, f"{csum}\n".encode())
+
+    def list_ref_aliases(self, prefix: str | None = None) -> dict[str, str]:
+        """Ref aliases (refs that are symlinks to another ref) → the ref each names, as
+        ``ostree refs --alias [PREFIX]`` lists them (names not cut; remote ones as
+        ``remote:name``). As in ostree, a PREFIX naming a single ref, alias or not, lists
+        that ref with its checksum."""
+        roots: list[tuple[str, Path]] = [("", self.path / "refs" / "heads")]
+        rdir = self.path / "refs" / "remotes"
+        if rdir.is_dir():
+            roots += [(f"{r}:", rdir / r) for r in sorted(os.listdir(rdir))]
+        if prefix is not None:
+            try:
+                remote, ref = parse_refspec(prefix)
+            except FormatError:
+                return {}
+            scope = f"{remote}:" if remote else ""
+            base = self._ref_path(prefix)
+            if base.is_dir() and not base.is_symlink():
+                roots = [(f"{scope}{ref}/", base)]
+            else:
+                csum = self.read_ref(prefix) if os.path.lexists(base) else None
+                return {prefix: csum} if csum else {}
+        found: dict[str, str] = {}
+        for scope, root in roots:
+            for name, target in _walk_aliases(root):
+                found[scope + name] = target
+        return dict(sorted(found.items()))
+
+    def set_ref_alias(self, name: str, target: str) -> None:
+        """Make the local ref ``name`` an alias of the local ref ``target``: a relative symlink
+        ``refs/heads/NAME`` → ``TARGET``, as ``ostree refs --create=NAME --alias TARGET``
+        writes it. Refused when ``target`` is no ref, is a remote ref, or when the alias
+        would close a loop of aliases (which makes every ref listing fail in ostree)."""
+        remote, ref = parse_refspec(name)
+        if remote is not None:
+            raise RepoError(f"Cannot create alias to remote ref: {remote}")
+        t_remote, t_ref = parse_refspec(target)
+        if t_remote is not None:
+            raise RepoError(f"Cannot create alias to remote ref: {target}")
+        if self.read_ref(t_ref) is None:
+            raise RepoError(f"Cannot create alias to non-existent ref: {target}")
+        heads = self.path / "refs" / "heads"
+        chain = [ref]
+        current = t_ref
+        while True:
+            if current in chain:
+                loop = " -> ".join([*chain, current])
+                raise RepoError(f"Cannot create alias {ref}: it would make a loop ({loop})")
+            chain.append(current)
+            path = heads / current
+            if not path.is_symlink():
+                break
+            current = _alias_target(os.readlink(path))
+        link = heads / ref
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"creating {link.parent}") from exc
+        atomic_symlink("../" * ref.count("/") + t_ref, link)
+        fsync_dir(link.parent)
 
     def set_mirror_ref(self, collection_id: str, ref: str, csum: str) -> None:
         path = self.path / "refs" / "mirrors" / collection_id / validate_ref(ref)
@@ -581,22 +692,56 @@ def is_ref_name(name: str) -> bool:
     return True
 
 
-def _walk_refs(root: Path) -> Iterator[tuple[str, str]]:
+def _ref_files(root: Path) -> Iterator[tuple[str, str]]:
+    """(ref name, path) of every file under a refs directory, sorted, dot files left out."""
     if not root.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         for fname in sorted(filenames):
-            if fname.startswith("."):
-                continue
-            name = fname if rel == "." else f"{rel}/{fname}"
-            try:
-                text = (Path(dirpath) / fname).read_text().strip()
-            except (OSError, UnicodeDecodeError):
-                continue
-            if is_checksum(text):
-                yield name, text
+            if not fname.startswith("."):
+                yield (fname if rel == "." else f"{rel}/{fname}"), os.path.join(dirpath, fname)
+
+
+def _walk_refs(root: Path) -> Iterator[tuple[str, str]]:
+    """(ref name, checksum) of every ref under a refs directory (aliases resolve to theirs)."""
+    for name, path in _ref_files(root):
+        try:
+            text = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if is_checksum(text):
+            yield name, text
+
+
+def _alias_target(link: str) -> str:
+    """The ref an alias symlink names: its target less the leading ``../`` (ostree's rule)."""
+    while link.startswith("../"):
+        link = link[3:]
+    return link
+
+
+def _walk_aliases(root: Path) -> Iterator[tuple[str, str]]:
+    """(alias name, ref it names) for every symlink under a refs directory."""
+    for name, path in _ref_files(root):
+        if os.path.islink(path):
+            with contextlib.suppress(OSError):
+                yield name, _alias_target(os.readlink(path))
+
+
+_COLLECTION_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def is_collection_id(text: str) -> bool:
+    """A collection ID is a reverse-DNS name (D-Bus interface name rules, as ostree checks)."""
+    return len(text) <= 255 and bool(_COLLECTION_ID_RE.fullmatch(text))
+
+
+def validate_collection_id(text: str) -> str:
+    if not is_collection_id(text):
+        raise FormatError(f"Invalid collection ID {text}")
+    return text
 
 
 def open_repo(path: str | os.PathLike[str]) -> Repo:

@@ -18,7 +18,7 @@ import secrets
 import shutil
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -74,6 +74,8 @@ class ContentWriter:
 
     def __init__(self, txn: Transaction, header: FileHeader, *, checksum: str | None = None,
                  expected: str | None = None) -> None:
+        if txn.check_content is not None:
+            txn.check_content(header, checksum or expected or "")
         self.txn = txn
         self.header = header
         self.expected = expected
@@ -220,6 +222,14 @@ class Transaction:
         # ``staging`` as a string ending in "/": the per-object paths are built with plain
         # string formatting (a pathlib join costs more than the lstat it feeds).
         self._prefix = ""
+        # ``pull --per-object-fsync``: fsync each object as it is staged, so dirty data never
+        # piles up for the one syncfs of :meth:`commit` (which still runs).
+        self.per_object_fsync = False
+        # ``commit --fsync=false``: :meth:`commit` skips its syncfs calls.
+        self.fsync = True
+        # A policy every content object written here must pass (``pull --bareuseronly-files``):
+        # called with its header and checksum before anything is written; raises to refuse.
+        self.check_content: Callable[[FileHeader, str], None] | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -356,6 +366,8 @@ class Transaction:
         assert self.staging is not None
         self._prefix_dir(csum)
         try:
+            if self.per_object_fsync:
+                _fsync_file(path)
             os.rename(path, self._staged_file(objtype, csum))
         except OSError as exc:
             raise os_error(exc, "staging an object") from exc
@@ -443,13 +455,13 @@ class Transaction:
         repo = self.repo
         count = 0
         try:
-            if self._n_staged:
+            if self._n_staged and self.fsync:
                 syncfs(self.staging)
             with os.scandir(self.staging) as entries:
                 prefixes = [e.name for e in entries if _is_prefix_dir(e)]  # not .lock, tmp-*
             for prefix in prefixes:
                 count += self._commit_prefix(prefix)
-            if count:
+            if count and self.fsync:
                 syncfs(repo.objects_dir)
         except OSError as exc:
             raise os_error(exc, "committing the transaction") from exc
@@ -503,6 +515,20 @@ class Transaction:
         self.staging = None
         self._prefix = ""
         self._dirs = set()
+
+
+def _fsync_file(path: str | Path) -> None:
+    """fsync a regular file (a symlink, in bare repositories, has no data to sync)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_prefix_dir(entry: os.DirEntry[str]) -> bool:

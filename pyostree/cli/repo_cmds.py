@@ -16,11 +16,18 @@ from ..checkout import CheckoutOptions, checkout
 from ..core import ObjectType, is_checksum, parse_refspec
 from ..errors import FormatError, RepoError
 from ..formats.objects import COMMIT_TYPE, DIRMETA_TYPE, DIRTREE_TYPE, Commit
-from ..gvtext import format_variant, parse_text
-from ..maintenance import fsck, prune
+from ..gvtext import format_variant
+from ..maintenance import (
+    add_tombstones,
+    fsck,
+    missing_parents,
+    verify_back_refs,
+    verify_ref_bindings,
+)
 from ..repo import Repo, RepoMode
+from .commit_cmd import add_commit_arguments, run_commit
 from .common import CommandError, command, get_repo, print_json, repo_path
-from .progress import CheckoutProgress
+from .progress import CheckoutProgress, human_size
 
 if TYPE_CHECKING:
     from .. import gpg
@@ -39,35 +46,7 @@ def register(sub: Any) -> None:
 
     p = command(sub, "commit", cmd_commit,
                 "Commit a directory tree as a new revision, optionally updating a branch.")
-    p.add_argument("-b", "--branch", help="branch (ref) to point at the new commit")
-    p.add_argument("-s", "--subject", default="", help="one-line subject of the commit message")
-    p.add_argument("-m", "--body", default="", help="full description (body) of the commit message")
-    p.add_argument("--tree", action="append", default=[], metavar="dir=PATH",
-                   help="overlay the given directory as the tree to commit (only dir=PATH "
-                   "is supported)")
-    p.add_argument("--timestamp", help="override the timestamp of the commit (@EPOCH or ISO 8601)")
-    p.add_argument("--parent", help="parent commit checksum or rev, or \"none\" for no parent "
-                   "(default: the branch's current commit)")
-    p.add_argument("--orphan", action="store_true",
-                   help="create a commit without a parent; needed when no --branch is given")
-    p.add_argument("--owner-uid", type=int, help="set file ownership user id of every file")
-    p.add_argument("--owner-gid", type=int, help="set file ownership group id of every file")
-    p.add_argument("--canonical-permissions", action="store_true",
-                   help="canonicalize permissions as bare-user-only does: uid/gid 0, modes "
-                   "masked with 0755")
-    p.add_argument("--no-xattrs", action="store_true",
-                   help="do not import extended attributes from the directory")
-    p.add_argument("--no-bindings", action="store_true",
-                   help="do not write any ref bindings (ostree.ref-binding metadata)")
-    p.add_argument("--bind-ref", action="append", default=[], metavar="BRANCH",
-                   help="add a ref to the ref-binding commit metadata (repeatable)")
-    p.add_argument("--add-metadata-string", action="append", default=[], metavar="KEY=VALUE",
-                   help="add a key/value pair to the commit metadata, VALUE as a string "
-                   "(repeatable)")
-    p.add_argument("--add-metadata", action="append", default=[], metavar="KEY=VALUE",
-                   help="add a key/value pair to the commit metadata, VALUE in GVariant text "
-                   "format, e.g. \"uint32 7\" (repeatable)")
-    p.add_argument("path", nargs="?", help="directory to commit (or use --tree=dir=PATH)")
+    add_commit_arguments(p)
 
     p = command(sub, "refs", cmd_refs, "List, create or delete refs (branches) of the repository.")
     p.add_argument("prefix", nargs="?",
@@ -82,6 +61,15 @@ def register(sub: Any) -> None:
     p.add_argument("--revision", "-r", action="store_true",
                    help="print the commit checksum after each ref")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-A", "--alias", action="store_true",
+                   help="with --create, make NEWREF an alias of the ref PREFIX (a symlink that "
+                   "follows it); otherwise list the aliases as ALIAS -> REF")
+    p.add_argument("--force", action="store_true",
+                   help="with --create, overwrite NEWREF if it exists")
+    p.add_argument("-c", "--collections", action="store_true",
+                   help="list refs as (COLLECTION-ID, REF): those of the repository's "
+                   "collection ID, mirrors and remotes with a collection-id; PREFIX is a "
+                   "collection ID; --create takes COLLECTION-ID:REF")
 
     p = command(sub, "reset", cmd_reset, "Reset a REF to a previous COMMIT.")
     p.add_argument("ref", metavar="REF", help="an existing ref (or REMOTE:REF)")
@@ -113,6 +101,14 @@ def register(sub: Any) -> None:
                    help="print the value of metadata key KEY of the commit")
     p.add_argument("--print-detached-metadata-key", metavar="KEY",
                    help="print the value of detached metadata key KEY (e.g. signatures)")
+    p.add_argument("--print-related", action="store_true",
+                   help="print the related objects of the commit, one NAME CHECKSUM a line")
+    p.add_argument("--print-variant-type", metavar="TYPE",
+                   help="read REV as a file holding a serialized GVariant of type TYPE and "
+                   "print it")
+    p.add_argument("--print-sizes", action="store_true",
+                   help="print the sizes in the commit's ostree.sizes metadata: compressed and "
+                   "unpacked size and object count, in total and still needed")
     p.add_argument("--raw", action="store_true", help="show raw variant data")
     p.add_argument("-B", "--no-byteswap", action="store_true",
                    help="do not automatically convert variant data from big endian")
@@ -159,6 +155,16 @@ def register(sub: Any) -> None:
                 "Check the repository for consistency by verifying the checksum of every object.")
     p.add_argument("--delete", action="store_true", help="remove corrupted objects")
     p.add_argument("-q", "--quiet", action="store_true", help="only print error messages")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="don't stop on the first corrupted object; report them all")
+    p.add_argument("--add-tombstones", action="store_true",
+                   help="add tombstones for the missing parents of commits (and set "
+                   "core.tombstone-commits), marking them as deleted")
+    p.add_argument("--verify-bindings", action="store_true",
+                   help="check that the commit of each ref is bound to that ref "
+                   "(ostree.ref-binding, and for collection refs ostree.collection-binding)")
+    p.add_argument("--verify-back-refs", action="store_true",
+                   help="check that every ref a commit is bound to exists and points at it")
 
     p = command(sub, "prune", cmd_prune,
                 "Delete unreachable objects, and with --refs-only or --depth old commits too.")
@@ -170,6 +176,21 @@ def register(sub: Any) -> None:
                    help="only report what would be deleted; delete nothing")
     p.add_argument("--delete-commit", metavar="COMMIT",
                    help="delete the commit COMMIT (a ref or checksum)")
+    p.add_argument("--keep-younger-than", metavar="DATE",
+                   help="keep the commits of each ref back to the first one older than DATE "
+                   "(as date -d reads it: '2024-01-31', '1 week ago', '@EPOCH'); implies "
+                   "--refs-only")
+    p.add_argument("--static-deltas-only", action="store_true",
+                   help="with --delete-commit, delete only the static deltas to COMMIT")
+    p.add_argument("--retain-branch-depth", action="append", default=[],
+                   metavar="BRANCH=DEPTH",
+                   help="keep DEPTH parents of BRANCH (-1: all), whatever --depth or "
+                   "--keep-younger-than say (repeatable); implies --refs-only")
+    p.add_argument("--only-branch", action="append", default=[], metavar="BRANCH",
+                   help="prune only BRANCH (repeatable): the other refs keep all their "
+                   "history; implies --refs-only")
+    p.add_argument("--commit-only", action="store_true",
+                   help="only consider (and delete) commit objects")
 
     p = command(sub, "config", cmd_config,
                 "Get, set or unset a key of the repository's config file.")
@@ -187,66 +208,48 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from ..commit import CommitOptions, commit_tree, parse_timestamp  # only commit needs it
-
-    repo = get_repo(args)
-    src = args.path
-    for tree in args.tree:
-        kind, _, value = tree.partition("=")
-        if kind != "dir":
-            raise CommandError(f"unsupported --tree kind {kind!r} (only dir= is supported)")
-        src = value
-    if not src:
-        raise CommandError("a directory to commit is required (PATH or --tree=dir=PATH)")
-    if not args.branch and not args.orphan:
-        raise CommandError("A branch must be specified with --branch, or use --orphan")
-    if args.canonical_permissions and (args.owner_uid or args.owner_gid):
-        raise CommandError("Cannot specify both --canonical-permissions and a non-zero "
-                           "--owner-uid or --owner-gid")
-    metadata: dict[str, gv.Variant] = {}
-    for item, is_text in [*((i, False) for i in args.add_metadata_string),
-                          *((i, True) for i in args.add_metadata)]:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CommandError(f"Missing '=' in KEY=VALUE metadata '{item}'")
-        try:
-            metadata[key] = parse_text(value) if is_text else gv.Variant("s", value)
-        except FormatError as exc:
-            raise CommandError(f"Parsing {item}: {exc}") from None
-    parent = None
-    orphan = args.orphan
-    if args.parent:
-        if args.parent == "none":
-            orphan = True
-        else:
-            parent = repo.resolve_rev(args.parent)
-    csum = commit_tree(
-        repo, src, branch=args.branch, subject=args.subject, body=args.body,
-        timestamp=parse_timestamp(args.timestamp) if args.timestamp else None,
-        parent=parent, orphan=orphan, metadata=metadata, bindings=not args.no_bindings,
-        bind_refs=args.bind_ref,
-        options=CommitOptions(owner_uid=args.owner_uid, owner_gid=args.owner_gid,
-                              canonical_permissions=args.canonical_permissions,
-                              no_xattrs=args.no_xattrs),
-    )
-    print(csum)
-    return 0
+    return run_commit(args)
 
 
 def cmd_refs(args: argparse.Namespace) -> int:
     repo = get_repo(args)
+    if args.delete and not args.prefix:
+        raise CommandError("At least one PREFIX is required when deleting refs")
+    if args.create and not args.prefix:
+        raise CommandError("You must specify a revision when creating a new ref")
+    if args.collections:
+        return _collection_refs(repo, args)
     if args.create:
-        if not args.prefix:
-            raise CommandError("--create needs an existing ref or commit as argument")
-        if repo.read_ref(args.create) is not None:
-            raise CommandError(f"ref {args.create} already exists")
-        repo.set_ref(args.create, repo.resolve_rev(args.prefix))
+        # As ostree: an existing alias may be re-pointed with --alias, anything else needs
+        # --force.
+        replacing_alias = args.alias and args.create in repo.list_ref_aliases()
+        if not replacing_alias and not args.force and repo.read_ref(args.create) is not None:
+            raise CommandError(f"--create specified but ref {args.create} already exists")
+        if args.alias:
+            repo.set_ref_alias(args.create, args.prefix)
+        else:
+            repo.set_ref(args.create, repo.resolve_rev(args.prefix))
         return 0
     if args.delete:
-        if not args.prefix:
-            raise CommandError("At least one PREFIX is required when deleting refs")
-        for name in _matching_refs(repo, args.prefix, cut=False).values():
+        names = list(_matching_refs(repo, args.prefix, cut=False).values())
+        aliases = repo.list_ref_aliases()
+        if args.alias:
+            names = [name for name in names if name in aliases]
+        for name in names:  # nothing is deleted while a ref to delete has an alias
+            ref = name.rpartition(":")[2]
+            for alias, target in aliases.items():
+                if target == ref:
+                    raise CommandError(f"Ref '{ref}' has an active alias: '{alias}'")
+        for name in names:
             repo.set_ref(name, None)
+        return 0
+    if args.alias:
+        aliases = repo.list_ref_aliases(args.prefix)
+        if args.json:
+            print_json(aliases)
+            return 0
+        for name, target in aliases.items():
+            print(f"{name} -> {target}")
         return 0
     if args.prefix is None:
         refs = repo.list_refs()
@@ -259,6 +262,34 @@ def cmd_refs(args: argparse.Namespace) -> int:
         return 0
     for name, csum in refs.items():
         print(f"{name} {csum}" if args.revision else name)
+    return 0
+
+
+def _collection_refs(repo: Repo, args: argparse.Namespace) -> int:
+    """``refs --collections``: refs as ``(COLLECTION-ID, REF)``; PREFIX names a collection ID
+    (to list or delete its refs), ``--create`` takes ``COLLECTION-ID:REF``."""
+    if args.create:
+        collection_id, sep, ref = args.create.partition(":")
+        if not sep:
+            raise CommandError(f"Invalid collection ref '{args.create}': expected "
+                               "COLLECTION-ID:REF")
+        existing = repo.list_collection_refs(collection_id).get((collection_id, ref))
+        if existing is not None and not args.force:
+            raise CommandError(f"--create specified but ref {args.create} already exists")
+        csum = repo.resolve_rev(args.prefix)
+        assert csum is not None
+        repo.set_collection_ref(collection_id, ref, csum)
+        return 0
+    refs = repo.list_collection_refs(args.prefix)
+    if args.delete:
+        for collection_id, ref in refs:
+            repo.set_collection_ref(collection_id, ref, None)
+        return 0
+    if args.json:
+        print_json([{"collection-id": c, "ref": r, "checksum": v} for (c, r), v in refs.items()])
+        return 0
+    for (collection_id, ref), csum in refs.items():
+        print(f"({collection_id}, {ref}) {csum}" if args.revision else f"({collection_id}, {ref})")
     return 0
 
 
@@ -413,6 +444,18 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise CommandError(f"No such metadata key '{key}'")
         _print_variant(variant.type, variant.value, args.no_byteswap)
         return 0
+    if args.print_related:
+        csum = repo.resolve_rev(args.rev)
+        assert csum is not None
+        for name, related in repo.load_commit(csum).related:
+            print(f"{name} {related}")
+        return 0
+    if args.print_variant_type:
+        return _show_variant_file(args.print_variant_type, args.rev)
+    if args.print_sizes:
+        csum = repo.resolve_rev(args.rev)
+        assert csum is not None
+        return _show_sizes(repo, csum)
     if is_checksum(args.rev) and not repo.has_object(ObjectType.COMMIT, args.rev):
         return _show_object(repo, args.rev, args)
     csum = repo.resolve_rev(args.rev)
@@ -423,6 +466,38 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     _print_commit(csum, commit, raw=args.raw, unswapped=args.no_byteswap)
     sys.stdout.write(_signatures(repo, csum, args))
+    return 0
+
+
+def _show_variant_file(type_string: str, path: str) -> int:
+    """``show --print-variant-type=TYPE FILE``: the file's bytes as a GVariant of TYPE, printed
+    as ostree's ``ot_dump_variant`` does (byte-swapped from big endian, types annotated)."""
+    try:
+        gv.parse_type(type_string)
+    except FormatError:
+        raise CommandError(f"Invalid GVariant type string '{type_string}'") from None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    _print_variant(type_string, gv.decode(type_string, data), False)
+    return 0
+
+
+def _show_sizes(repo: Repo, csum: str) -> int:
+    """``show --print-sizes``: the totals of the commit's ``ostree.sizes`` and what of them
+    the repository still lacks."""
+    from ..formats.objects import parse_object_sizes
+
+    sizes = parse_object_sizes(repo.load_commit(csum).metadata)
+    needed = [s for s in sizes if not (s.objtype <= max(ObjectType) and
+                                       repo.has_object(ObjectType(s.objtype), s.checksum))]
+
+    def size(entries: list[Any], field: str) -> str:
+        return _glib_text(human_size(sum(getattr(e, field) for e in entries)))
+
+    print(f"Compressed size (needed/total): {size(needed, 'archived')}/"
+          f"{size(sizes, 'archived')}\n"
+          f"Unpacked size (needed/total): {size(needed, 'unpacked')}/{size(sizes, 'unpacked')}\n"
+          f"Number of objects (needed/total): {len(needed)}/{len(sizes)}")
     return 0
 
 
@@ -579,14 +654,27 @@ def cmd_checkout(args: argparse.Namespace) -> int:
 def cmd_fsck(args: argparse.Namespace) -> int:
     repo = get_repo(args)
     say = (lambda *a: None) if args.quiet else print
-    say("Validating refs...")
-    say("Enumerating commits...")
-    with repo.lock(exclusive=args.delete):
-        result = fsck(repo, delete=args.delete)
+    with repo.lock(exclusive=args.delete or args.add_tombstones):
+        # The checks come where ostree makes them; a binding that fails ends the run.
+        say("Validating refs...")
+        if args.verify_bindings:
+            verify_ref_bindings(repo)
+        say("Validating refs in collections...")
+        if args.verify_bindings:
+            verify_ref_bindings(repo, collections=True)
+        say("Enumerating commits...")
+        if args.verify_back_refs:
+            verify_back_refs(repo)
+        tombstones = missing_parents(repo) if args.add_tombstones else []
+        result = fsck(repo, delete=args.delete, all_errors=args.all or args.delete)
+        add_tombstones(repo, tombstones)
     say(f"Verifying content integrity of {result.commits} commit objects...")
     for partial in result.partial:
         say(f"Commit {partial} is partial")
+    for csum in tombstones:
+        print(f"Adding tombstone for commit {csum}")
     if result.errors:
+        sys.stdout.flush()
         for err in result.errors[:50]:
             print(f"error: {err}", file=sys.stderr)
         if args.delete:
@@ -599,16 +687,44 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    import time
+
+    from ..datespec import parse_date
+    from ..pruning import parse_depth_spec, prune
+
     repo = get_repo(args)
+    # ostree's checks, all made before anything is deleted.
+    if args.delete_commit and args.no_prune:
+        raise CommandError("Cannot specify both --delete-commit and --no-prune")
+    if args.static_deltas_only and not args.delete_commit:
+        raise CommandError("--static-deltas-only requires --delete-commit; see "
+                           "https://github.com/ostreedev/ostree/issues/1479")
+    cutoff = None
+    if args.keep_younger_than is not None:
+        cutoff = parse_date(args.keep_younger_than, time.time())
+    retain = dict(parse_depth_spec(spec) for spec in args.retain_branch_depth)
     delete_commit = repo.resolve_rev(args.delete_commit) if args.delete_commit else None
     result = prune(repo, depth=args.depth, refs_only=args.refs_only, dry_run=args.no_prune,
-                   delete_commit=delete_commit)
-    print(f"Total objects: {result.total}")
-    if result.deleted:
-        print(f"Deleted {result.deleted} objects, {result.freed} bytes freed")
-    else:
+                   delete_commit=delete_commit, keep_younger_than=cutoff,
+                   retain_branch_depth=retain, only_branches=args.only_branch,
+                   commit_only=args.commit_only, static_deltas_only=args.static_deltas_only)
+    label = "Total (commit only) objects" if args.commit_only else "Total objects"
+    size = _glib_text(human_size(result.freed))
+    print(f"{label}: {result.total}")
+    if not result.deleted:
         print("No unreachable objects")
+    elif args.no_prune:
+        print(f"Would delete: {result.deleted} objects, freeing {size}")
+    else:
+        print(f"Deleted {result.deleted} objects, {size} freed")
     return 0
+
+
+def _glib_text(text: str) -> str:
+    """What ``g_print`` makes of ``text`` where stdout's charset lacks a character (the
+    no-break space of ``g_format_size``, say): a ``?``."""
+    encoding = sys.stdout.encoding or "ascii"
+    return "".join(c if c.encode(encoding, errors="ignore") else "?" for c in text)
 
 
 def _config_key(args: argparse.Namespace) -> tuple[str, str]:

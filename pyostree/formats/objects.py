@@ -327,3 +327,40 @@ def parse_object(objtype: int, data: bytes) -> Commit | DirTree | DirMeta | dict
     if objtype in (5, 6):
         return parse_metadata(data)
     raise FormatError(f"object type {objtype} is not a metadata type")
+
+
+@attrs.frozen
+class ObjectSize:
+    """One entry of a commit's ``ostree.sizes``: an object and its archived (compressed) and
+    unpacked sizes. ``objtype`` is an ostree object type number (1–9)."""
+
+    checksum: str
+    objtype: int
+    archived: int
+    unpacked: int
+
+
+def parse_object_sizes(metadata: Mapping[str, gv.Variant]) -> list[ObjectSize]:
+    """The ``ostree.sizes`` list of commit metadata, read as ``ostree_commit_get_object_sizes``
+    does: each ``ay`` is a 32-byte checksum, two varints (archived, unpacked) and, in newer
+    commits, an object type byte (else the object is a file). Raises FormatError."""
+    from .varint import decode_varint
+
+    variant = metadata.get("ostree.sizes")
+    if variant is None or variant.type != "aay":
+        raise FormatError("No metadata key ostree.sizes in commit")
+    entries = []
+    for raw in variant.value:
+        entry = bytes(raw)
+        if len(entry) < 34:
+            raise FormatError("Could not read ostree.sizes metadata entry")
+        try:
+            archived, pos = decode_varint(entry, 32)
+            unpacked, pos = decode_varint(entry, pos)
+        except FormatError:
+            raise FormatError("Unexpected EOF reading ostree.sizes varint") from None
+        objtype = entry[pos] if pos < len(entry) else 1
+        if not 1 <= objtype <= 9:
+            raise FormatError(f"Unexpected ostree.sizes object type {objtype}")
+        entries.append(ObjectSize(entry[:32].hex(), objtype, archived, unpacked))
+    return entries
