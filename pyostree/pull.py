@@ -34,6 +34,7 @@ from .errors import (
     VerificationError,
 )
 from .fetcher import BaseFetcher, FetchConfig, make_fetcher
+from .formats.content import FileHeader
 from .formats.cookies import Cookie
 from .formats.objects import Commit, DirTree, parse_metadata
 from .formats.summary import Summary
@@ -43,7 +44,7 @@ from .remotecookies import load_cookies
 from .remotes import Remote
 from .repo import Repo
 from .transaction import Transaction
-from .verify import TrustSettings, check_ref_binding, verify_signed_data
+from .verify import TrustSettings, check_ref_binding, compare_timestamps, verify_signed_data
 
 MiB = 1024 * 1024
 
@@ -69,6 +70,21 @@ class PullOptions:
     disable_verify_bindings: bool = False
     low_speed_time: float = 30.0
     workers: int = 16
+    # ``--bareuseronly-files``: refuse regular files with mode bits outside 0775 (setuid,
+    # world-writable ...), wherever their content comes from.
+    bareuseronly_files: bool = False
+    # ``--per-object-fsync``: fsync every object as it is staged (see Transaction).
+    per_object_fsync: bool = False
+    # ``--localcache-repo``: local repositories whose objects are used instead of fetching
+    # them (verified like downloads). Not consulted when pulling from a file:// remote.
+    localcache_repos: tuple[str, ...] = ()
+    # ``--cache-dir``: where the summary cache lives (DIR/summaries/REMOTE), instead of
+    # REPO/tmp/cache; the directory must exist.
+    cache_dir: str | None = None
+    # ``--untrusted`` and ``--http-trusted`` are accepted for ostree's sake: pyostree verifies
+    # every object of every pull, local or not, trusted or not.
+    untrusted: bool = False
+    http_trusted: bool = False
 
 
 @attrs.define
@@ -83,6 +99,7 @@ class PullStats:
     delta_parts: int = 0
     delta_bytes: int = 0
     helper_fetched: int = 0  # content objects fetched by the helper process (in ``fetched``)
+    localcache: int = 0  # objects imported from --localcache-repo repositories
 
 
 @attrs.define
@@ -103,6 +120,7 @@ class PullResult:
             "requests": self.stats.requests,
             "delta-parts": self.stats.delta_parts,
             "objects-fetched-by-helper": self.stats.helper_fetched,
+            "objects-from-localcache": self.stats.localcache,
             "deltas": self.deltas,
             "seconds": round(self.seconds, 3),
             "signatures": self.signatures,
@@ -291,19 +309,52 @@ class _Puller:
         self.local_source: Repo | None = None
         self.after_success: list[Callable[[], None]] = []
         self.complete_before: set[str] = set()
+        self.localcache: list[Repo] = []
+        # --timestamp-check-from-rev: (checksum, timestamp) every fetched commit must not
+        # predate (see resolve_timestamp_rev).
+        self.from_rev: tuple[str, int] | None = None
+
+    def resolve_timestamp_rev(self) -> None:
+        """Resolve ``--timestamp-check-from-rev`` in the local repository, before anything is
+        fetched (libostree: a checksum is taken as is, anything else must resolve)."""
+        rev = self.options.timestamp_check_from_rev
+        if rev is None:
+            return
+        csum = rev if is_checksum(rev) else self.repo.resolve_rev(rev)
+        assert csum is not None
+        try:
+            if not self.repo.has_object(ObjectType.COMMIT, csum):
+                raise RepoError(f"No such metadata object {csum}.commit")
+            commit = self.repo.load_commit(csum)
+        except PyOstreeError as exc:
+            raise RepoError(f"Reading {csum} for timestamp-check-from-rev: {exc}") from None
+        self.from_rev = (csum, commit.timestamp)
+
+    def localcache_for(self, objtype: ObjectType, csum: str) -> Repo | None:
+        """The first ``--localcache-repo`` holding the object (never for file:// pulls)."""
+        if self.local_source is not None:
+            return None
+        for cache in self.localcache:
+            if cache.has_object(objtype, csum):
+                return cache
+        return None
 
     # ---------------------------------------------------------------- URLs and fetching
 
     async def setup(self) -> None:
         remote = self.remote
         url = self.options.url or remote.url
-        if not url:
-            raise RepoError(f"remote {remote.name} has no url")
         if remote.unconfigured_state:
             raise RepoError(f"remote {remote.name}: {remote.unconfigured_state}")
-        if url.startswith("file://"):
-            from .repo import open_repo
+        if remote.custom_backend:
+            raise RepoError(f"Cannot fetch via libostree - remote '{remote.name}' uses custom "
+                            f"backend '{remote.custom_backend}'")
+        if not url:
+            raise RepoError(f"remote {remote.name} has no url")
+        from .repo import open_repo
 
+        self.localcache = [open_repo(path) for path in self.options.localcache_repos]
+        if url.startswith("file://"):
             self.local_source = open_repo(url[len("file://"):])
             return
         self.fetcher = make_fetcher(remote_fetch_config(self.repo, remote, self.options))
@@ -381,6 +432,11 @@ class _Puller:
                 raise RepoError(f"{objtype.extension} object {csum} not found in "
                                 f"{self.local_source.path}")
             return self.local_source.load_metadata_bytes(objtype, csum)
+        if objtype not in (ObjectType.COMMIT, ObjectType.COMMIT_META):  # see fetch_commit
+            cache = self.localcache_for(objtype, csum)
+            if cache is not None:
+                self.stats.localcache += 1
+                return cache.load_metadata_bytes(objtype, csum)  # verified by the caller
         rel = loose_object_path(csum, objtype, archive=True)
         data = await self.fetch_meta_file(
             rel, max_size=max_size or self.options.max_metadata_size, optional=optional,
@@ -401,9 +457,13 @@ class _Puller:
                                               optional=True)
             sig = await self.fetch_meta_file("summary.sig", max_size=self.options.max_metadata_size,
                                              optional=True)
+            if data is None and (self.trust.gpg_verify_summary or self.trust.sign_verify_summary):
+                raise SignatureError(
+                    f"remote {self.remote.name} has no summary, but summary verification "
+                    "is enabled")
             return self._verify_summary(data, sig) if data is not None else None
         assert self.fetcher is not None
-        cache = SummaryCache(self.repo.tmp_dir / "cache" / "summaries", self.remote.name)
+        cache = SummaryCache(self.summary_cache_dir(), self.remote.name)
         result = await cache.refresh(self.fetcher, self._urls("summary", meta=True),
                                      self._urls("summary.sig", meta=True),
                                      self.options.max_metadata_size, self.stats)
@@ -440,6 +500,16 @@ class _Puller:
                 "or stale summary")
         cache.store(result, summary.last_modified)
         return summary
+
+    def summary_cache_dir(self) -> Path:
+        """``DIR/summaries`` of ``--cache-dir`` (which must exist, as for libostree), else
+        ``REPO/tmp/cache/summaries``."""
+        if self.options.cache_dir is None:
+            return self.repo.tmp_dir / "cache" / "summaries"
+        base = Path(self.options.cache_dir)
+        if not base.is_dir():
+            raise RepoError(f"cache directory {base} does not exist", path=str(base))
+        return base / "summaries"
 
     def _verify_summary(self, data: bytes, sig: bytes | None) -> Summary:
         name = self.remote.name
@@ -479,12 +549,19 @@ class _Puller:
                            ) -> Commit | None:
         """Fetch, verify and stage one commit (and its detached metadata)."""
         assert self.txn is not None
-        if self.options.commit_metadata_only and self.repo.has_object(
+        # A commit a --localcache-repo holds comes from there with its detached metadata, as
+        # libostree imports them together; both are verified below like downloads.
+        cache = None if self.repo.has_object(ObjectType.COMMIT, csum) else (
+            self.localcache_for(ObjectType.COMMIT, csum))
+        if cache is not None:
+            detached_raw: bytes | None = (
+                cache.load_metadata_bytes(ObjectType.COMMIT_META, csum)
+                if cache.has_object(ObjectType.COMMIT_META, csum) else None)
+        elif self.options.commit_metadata_only and self.repo.has_object(
                 ObjectType.COMMIT, csum) and self.repo.has_object(ObjectType.COMMIT_META, csum):
             # An idle update check: the commit and its signatures are here already, so the
             # (signed) summary alone answers "nothing new"; they are still re-verified below.
-            detached_raw: bytes | None = self.repo.load_metadata_bytes(
-                ObjectType.COMMIT_META, csum)
+            detached_raw = self.repo.load_metadata_bytes(ObjectType.COMMIT_META, csum)
         else:
             detached_raw = await self.fetch_metadata_object(ObjectType.COMMIT_META, csum,
                                                             optional=True)
@@ -497,6 +574,9 @@ class _Puller:
         have = self.repo.has_object(ObjectType.COMMIT, csum)
         if have:
             data = self.repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+        elif cache is not None:
+            data = cache.load_metadata_bytes(ObjectType.COMMIT, csum)
+            self.stats.localcache += 1
         else:
             max_size = self.options.max_metadata_size
             if self.summary is not None and ref is not None:
@@ -514,6 +594,8 @@ class _Puller:
                                 f"actual={actual}", expected=csum, actual=actual)
         commit = Commit.from_bytes(data)
         self.verify_commit(ref, csum, data, commit, detached, is_target=is_target)
+        # Before anything of it is written: a refused downgrade leaves the repository as it was.
+        self.check_timestamps(ref if is_target else None, csum, commit)
         if detached_raw is not None:
             self.txn.write_metadata(ObjectType.COMMIT_META, detached_raw, csum)
         if not have:
@@ -538,21 +620,20 @@ class _Puller:
                 if binding != coll:
                     raise SignatureError(f"commit {csum} is not bound to collection {coll}")
 
-    def check_timestamp(self, ref: str, csum: str, commit: Commit) -> None:
-        current = self.options.timestamp_check_from_rev or self.repo.read_ref(
-            self.local_refspec(ref))
-        if current is None or current == csum:
-            return
-        try:
-            old = self.repo.load_commit(current)
-        except PyOstreeError:
-            return
-        # As libostree's pull and upgrader: only a strictly older commit is a downgrade.
-        if commit.timestamp < old.timestamp:
-            raise VerificationError(
-                f"refusing to downgrade {ref}: the remote commit {csum} "
-                f"(timestamp {commit.timestamp}) is older than the local {current} "
-                f"(timestamp {old.timestamp})")
+    def check_timestamps(self, ref: str | None, csum: str, commit: Commit) -> None:
+        """``--timestamp-check`` (a target fetched by ref must not be older than the local
+        ref) and ``--timestamp-check-from-rev`` (no fetched commit, parents included, may be
+        older than that commit), with libostree's rule and message."""
+        if self.options.timestamp_check and ref is not None and ref != csum:
+            current = self.repo.read_ref(self.local_refspec(ref))
+            if current is not None:
+                try:
+                    old = self.repo.load_commit(current)
+                except PyOstreeError as exc:
+                    raise RepoError(f"Reading {ref} for timestamp-check: {exc}") from None
+                compare_timestamps(current, old.timestamp, csum, commit.timestamp)
+        if self.from_rev is not None:
+            compare_timestamps(self.from_rev[0], self.from_rev[1], csum, commit.timestamp)
 
     def local_refspec(self, ref: str) -> str:
         return ref if self.options.mirror else f"{self.remote.name}:{ref}"
@@ -587,7 +668,8 @@ class _Puller:
                 objtype, csum = self.meta_todo.popleft()
             elif self.content_todo:
                 objtype, csum = ObjectType.FILE, self.content_todo.popleft()
-                if helper is not None and helper.has_room():
+                if helper is not None and helper.has_room() and (
+                        not self.localcache or self.localcache_for(objtype, csum) is None):
                     self._give_to_helper(helper, csum)
                     continue
             elif self._busy == 0:
@@ -711,8 +793,14 @@ class _Puller:
         max_archived, max_unpacked = self._content_limits(csum)
         if self.local_source is not None:
             await self.storer.room()
-            self.storer.submit(self._copy_local_content, csum)
+            self.storer.submit(self._copy_local_content, self.local_source, csum)
             self.stats.fetched += 1
+            return
+        cache = self.localcache_for(ObjectType.FILE, csum)
+        if cache is not None:
+            await self.storer.room()
+            self.storer.submit(self._copy_local_content, cache, csum)
+            self.stats.localcache += 1
             return
         assert self.fetcher is not None
         self.stats.requests += 1
@@ -733,9 +821,10 @@ class _Puller:
             assert self.txn is not None
             self.txn.add_staged(await self.helper.flush())
 
-    def _copy_local_content(self, csum: str) -> None:
-        assert self.txn is not None and self.local_source is not None
-        header, stream = self.local_source.open_content(csum)
+    def _copy_local_content(self, source: Repo, csum: str) -> None:
+        """Copy a content object from a local repository, verified against its checksum."""
+        assert self.txn is not None
+        header, stream = source.open_content(csum)
         if stream is None:
             self.txn.write_content(header, (), csum)
         else:
@@ -825,6 +914,7 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
     start = time.monotonic()
     p = _Puller(repo, remote, options, progress, sysroot, helper)
     try:
+        p.resolve_timestamp_rev()
         await p.setup()
         if not refs:
             refs = [(r, None) for r in (remote.branches or [])]
@@ -842,6 +932,9 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
         with repo.lock():
             txn = repo.transaction()
             txn.begin()
+            txn.per_object_fsync = options.per_object_fsync
+            if options.bareuseronly_files:
+                txn.check_content = check_bareuseronly_mode
             p.txn = txn
             try:
                 fetched = await _fetch_targets(p, targets, result)
@@ -880,6 +973,17 @@ async def _pull_async(repo: Repo, remote: Remote, refs: list[tuple[str, str | No
             await p.fetcher.close()
 
 
+def check_bareuseronly_mode(header: FileHeader, csum: str) -> None:
+    """``--bareuseronly-files``: a regular file may only have mode bits within 0775 (no
+    setuid/setgid/sticky, not world-writable), as libostree checks it."""
+    if header.is_symlink:
+        return
+    bad = header.mode & 0o7777 & ~0o775
+    if bad:
+        raise VerificationError(
+            f"Content object {csum}: invalid mode 0{header.mode:04o} with bits 0{bad:04o}")
+
+
 async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult) -> list[str]:
     """Fetch every target commit (and --depth parents); return the commits walked fully."""
     opts = p.options
@@ -890,14 +994,14 @@ async def _fetch_targets(p: _Puller, targets: dict[str, str], result: PullResult
     for ref, csum in targets.items():
         commit = await p.fetch_commit(ref if ref != csum else None, csum, is_target=True)
         assert commit is not None
-        if (opts.timestamp_check or opts.timestamp_check_from_rev) and ref != csum:
-            p.check_timestamp(ref, csum, commit)
         if opts.commit_metadata_only:
             await _fetch_parents(p, commit.parent, walk=False)
             continue
         complete = csum in p.complete_before
         if complete:
             walked.append(csum)
+            # --depth still reaches the parents, as libostree's scan does
+            walked += await _fetch_parents(p, commit.parent, walk=True)
             continue
         if not opts.disable_static_deltas:  # (deltapull and its formats weigh ~1.5 MB)
             from .deltapull import try_delta
@@ -945,21 +1049,59 @@ def pull(repo: Repo, remote: Remote, refs: Sequence[str] | Sequence[tuple[str, s
     for item in refs:
         parsed += parse_ref_args([item]) if isinstance(item, str) else [item]
     helper = None
-    if not (opts.dry_run or opts.commit_metadata_only) and helper_wanted(
-            opts.url or remote.url or ""):
+    # The helper process applies no per-pull policy of its own: pulls that have one
+    # (--bareuseronly-files, --per-object-fsync) run in one process.
+    if not (opts.dry_run or opts.commit_metadata_only or opts.bareuseronly_files
+            or opts.per_object_fsync) and helper_wanted(opts.url or remote.url or ""):
         helper = PullHelper.fork(repo, remote_fetch_config(repo, remote, opts))
     return asyncio.run(_pull_async(repo, remote, parsed, opts, progress, sysroot, helper))
 
 
 def pull_local(repo: Repo, src: Path, refs: Sequence[str], options: PullOptions | None = None,
                *, remote_name: str | None = None, gpg_remote: Remote | None = None,
+               gpg_verify: bool | None = None, gpg_verify_summary: bool = False,
                progress: ProgressFn | None = None) -> PullResult:
     """``ostree pull-local``: copy refs from another repository on this machine, verifying
     every object. Refs land in ``refs/heads`` (or ``refs/remotes/REMOTE`` with
-    ``remote_name``); signatures are checked only with ``gpg_remote``."""
+    ``remote_name``). As libostree, only GPG signatures are checked, and only those asked
+    for (``gpg_verify``, ``gpg_verify_summary``), with the keys of ``gpg_remote`` (needed for
+    either); ``gpg_verify=None`` means "if ``gpg_remote`` is given"."""
+    if gpg_verify is None:
+        gpg_verify = gpg_remote is not None
+    if (gpg_verify or gpg_verify_summary) and gpg_remote is None:
+        raise UsageError("Must specify remote name to enable gpg verification")
     url = f"file://{Path(src).resolve()}"
-    remote = attrs.evolve(gpg_remote, url=url) if gpg_remote else Remote.for_url(url)
+    remote = Remote.for_url(url)
+    if gpg_remote is not None:
+        # Only the remote's keys count: its URL, collection ID and other settings do not.
+        remote = attrs.evolve(gpg_remote, url=url, contenturl=None, mirrorlist=False,
+                              gpg_verify=gpg_verify, gpg_verify_summary=gpg_verify_summary,
+                              sign_verify=False, sign_verify_summary=False, collection_id=None,
+                              custom_backend=None, unconfigured_state=None)
     if remote_name:
         remote = attrs.evolve(remote, name=remote_name)
     opts = attrs.evolve(options or PullOptions(), mirror=not remote_name)
+    if not opts.require_static_deltas:  # as libostree: local pulls copy objects
+        opts = attrs.evolve(opts, disable_static_deltas=True)
     return pull(repo, remote, refs, opts, progress=progress)
+
+
+def fetch_summary(repo: Repo, remote: Remote, options: PullOptions | None = None, *,
+                  sysroot: Path | None = None) -> Summary | None:
+    """A remote's summary read as a pull reads it: through the summary cache
+    (``options.cache_dir``, conditional requests), its signature verified when the remote asks
+    for it, expired and replayed summaries refused. None if the remote has none."""
+    opts = options or PullOptions()
+
+    async def run() -> Summary | None:
+        p = _Puller(repo, remote, opts, None, sysroot)
+        try:
+            await p.setup()
+            return await p.load_summary()
+        finally:
+            p.storer.close()
+            p.pool.shutdown(wait=True)
+            if p.fetcher is not None:
+                await p.fetcher.close()
+
+    return asyncio.run(run())

@@ -184,9 +184,12 @@ def _store_inflated(txn: Transaction, header: FileHeader, chunks: Iterable[bytes
                     expected: str) -> None:
     """Hash the inflated data (archive repos) or write it as a bare object (others)."""
     if not txn.repo.mode.is_archive:
-        # Verifies the checksum; nothing is left behind on failure.
+        # Verifies the checksum (and applies txn.check_content); nothing is left behind on
+        # failure.
         ContentWriter(txn, header, expected=expected).write_all(chunks)
         return
+    if txn.check_content is not None:
+        txn.check_content(header, expected)
     hasher = ContentHasher(header)
     for chunk in chunks:
         hasher.update(chunk)

@@ -21,11 +21,14 @@ from .errors import FormatError, RepoError, UsageError
 from .formats.keyfile import KeyFile, split_list, unescape_value
 
 __all__ = [
+    "SIGN_TYPES",
     "ConfigWrite",
     "Remote",
     "RemoteChange",
     "RemoteSet",
+    "add_options",
     "parse_remote_group_name",
+    "parse_sign_verify",
     "read_remotes_d",
     "remote_group_name",
     "split_remote_url",
@@ -38,6 +41,69 @@ _URL_SCHEMES = ("http://", "https://", "file://")
 _TRUTHY = {"true": True, "1": True, "false": False, "0": False}
 
 OptionValue = str | bool | Sequence[str]
+SIGN_TYPES = ("ed25519", "dummy")  # the signature engines libostree knows by name
+
+
+def parse_sign_verify(spec: str) -> tuple[str, str, str]:
+    """``remote add --sign-verify=KEYTYPE=inline:PUBKEY`` (or ``=file:PATH``): the engine, the
+    option libostree writes (``verification-KEYTYPE-key`` / ``-file``) and its value. The key
+    itself is not checked here, as libostree does not."""
+    keytype, sep, rest = spec.partition("=")
+    if not sep:
+        raise UsageError(f"Failed to parse KEYTYPE=[inline|file]:DATA in {spec}")
+    if keytype not in SIGN_TYPES:
+        raise UsageError("Requested signature type is not implemented")
+    keyref, sep, data = rest.partition(":")
+    if keyref == "inline":
+        option = f"verification-{keytype}-key"
+    elif keyref == "file":
+        option = f"verification-{keytype}-file"
+    else:
+        raise UsageError(f"Invalid key reference {keyref}, expected inline|file")
+    if not sep:  # (libostree aborts on an assertion here)
+        raise UsageError(f"Failed to parse KEYTYPE=[inline|file]:DATA in {spec}")
+    return keytype, option, data
+
+
+def add_options(
+    *,
+    branches: Sequence[str] = (),
+    contenturl: str | None = None,
+    custom_backend: str | None = None,
+    settings: Sequence[tuple[str, str]] = (),
+    no_gpg_verify: bool = False,
+    no_sign_verify: bool = False,
+    sign_verify: Sequence[str] = (),
+    collection_id: str | None = None,
+) -> dict[str, OptionValue]:
+    """The options of ``ostree remote add``, in the order ``ot-remote-builtin-add.c`` builds
+    them: a key given twice keeps its first place and takes the last value, as in GKeyFile,
+    so the config written is the one libostree writes."""
+    if no_sign_verify and sign_verify:
+        raise UsageError("Cannot specify both --sign-verify and --no-sign-verify")
+    out: dict[str, OptionValue] = {}
+    if branches:
+        out["branches"] = list(branches)
+    if contenturl is not None:
+        out["contenturl"] = contenturl
+    if custom_backend is not None:
+        out["custom-backend"] = custom_backend
+    for key, value in settings:
+        out[key] = value
+    if no_gpg_verify or no_sign_verify:  # no signature verification means no GPG either
+        out["gpg-verify"] = False
+    if no_sign_verify:
+        out["sign-verify"] = False
+    engines = []
+    for spec in sign_verify:
+        engine, option, value = parse_sign_verify(spec)
+        out[option] = value
+        engines.append(engine)
+    if engines:
+        out["sign-verify"] = ",".join(engines)
+    if collection_id is not None:
+        out["collection-id"] = collection_id
+    return out
 
 
 def remote_group_name(name: str) -> str:
@@ -371,6 +437,35 @@ class RemoteSet:
             new = RemoteSet(self.config_text, {**self.files, path: text}, dict(self.remotes))
         remote = Remote.from_keyfile_group(name, kf.items(group), source_path=path)
         new.remotes[name] = remote
+        return RemoteChange(new, (ConfigWrite(path, text),))
+
+    def replace(
+        self,
+        name: str,
+        url: str | None,
+        options: Mapping[str, OptionValue] | None = None,
+        *,
+        target: Literal["repo"] | str = "repo",
+    ) -> RemoteChange:
+        """``ostree remote add --force``: a new remote is added (to ``target``); an existing
+        one gets a whole new group where it was defined, moved to the end of its file, as
+        libostree does. (libostree rewrites a ``remotes.d`` file with that group alone; other
+        remotes sharing the file are kept here.)"""
+        validate_remote_name(name)
+        old = self.remotes.get(name)
+        if old is None:
+            return self.add(name, url, options, target=target)
+        group = remote_group_name(name)
+        path = old.source_path
+        kf = KeyFile.parse(self.config_text if path is None else self.files[path])
+        kf.remove_group(group)
+        _option_lines(kf, group, url, options or {})
+        text = kf.to_text()
+        if path is None:
+            new = RemoteSet(text, dict(self.files), dict(self.remotes))
+        else:
+            new = RemoteSet(self.config_text, {**self.files, path: text}, dict(self.remotes))
+        new.remotes[name] = Remote.from_keyfile_group(name, kf.items(group), source_path=path)
         return RemoteChange(new, (ConfigWrite(path, text),))
 
     def delete(self, name: str, *, if_exists: bool = False) -> RemoteChange:

@@ -155,6 +155,25 @@ def verify_ed25519(
     raise SignatureError("no valid ed25519 signature")
 
 
+def ed25519_signer(
+    data: bytes,
+    signatures: Sequence[bytes],
+    trusted: Iterable[bytes],
+    revoked: Iterable[bytes] = (),
+) -> bytes:
+    """The trusted public key that verified ``data`` (as :func:`verify_ed25519`, which raises
+    the same errors): the first signature that verifies, with the first key that verifies it,
+    the order in which libostree reports the key."""
+    trusted_keys = [bytes(k) for k in trusted]
+    revoked_set = {bytes(k) for k in revoked}
+    index = verify_ed25519(data, signatures, trusted_keys, revoked_set)
+    sig = bytes(signatures[index])
+    for key in dict.fromkeys(trusted_keys):
+        if key not in revoked_set and _verifies(key, sig, bytes(data)):
+            return key
+    raise AssertionError("verify_ed25519 accepted a signature no key verifies")
+
+
 def generate_ed25519_keypair() -> tuple[str, str]:
     """A new ``(secret_b64, public_b64)`` pair; the secret is seed ‖ public key, as libostree."""
     signer = Ed25519Signer.generate()

@@ -591,13 +591,22 @@ def status_json(sysroot: Sysroot) -> list[dict[str, Any]]:
     return result
 
 
-def status_text(sysroot: Sysroot) -> str:
-    """``ostree admin status`` output of 2022.7 (without the GPG lines)."""
+def status_text(sysroot: Sysroot, *, verify: bool = False) -> str:
+    """``ostree admin status`` output of 2022.7 (without the GPG lines); with ``verify``,
+    ``admin status --verify`` (see :func:`iter_status_text`)."""
+    return "".join(iter_status_text(sysroot, verify=verify))
+
+
+def iter_status_text(sysroot: Sysroot, *, verify: bool = False) -> Iterator[str]:
+    """The text of :func:`status_text`, one deployment at a time, so a caller can print what
+    precedes a deployment that fails to verify (as ostree does). With ``verify`` each
+    deployment is followed by its commit's verification (:func:`verify_deployment`)."""
     entries = status_json(sysroot)
     if not entries:
-        return "No deployments.\n"
-    lines = []
+        yield "No deployments.\n"
+        return
     for e in entries:
+        lines = []
         marker = ""
         if e["staged"]:
             marker = " (staged)"
@@ -622,4 +631,34 @@ def status_text(sysroot: Sysroot) -> str:
                 lines.append(f"    origin refspec: {e['origin']}")
             if e["source_title"]:
                 lines.append(f"    `- {e['source_title']}")
-    return "".join(line + "\n" for line in lines)
+        yield "".join(line + "\n" for line in lines)
+        if verify:
+            yield verify_deployment(sysroot, e["checksum"], e["has_origin"], e["origin"]) + "\n"
+
+
+def verify_deployment(sysroot: Sysroot, csum: str, has_origin: bool, refspec: str | None) -> str:
+    """The signature verification of a deployment's commit against the remote of its origin,
+    as ``ostree admin status --verify`` prints it (libostree's
+    ``ostree_repo_signature_verify_commit_data``); its errors, in its order."""
+    from .core import ObjectType, parse_refspec
+    from .pull import trust_settings
+    from .remoteconfig import load_remotes
+    from .verify import describe_commit_verification
+
+    repo = sysroot.repo()
+    if not repo.has_object(ObjectType.COMMIT, csum):
+        raise DeployError("Cannot verify, failed to load commit")
+    if not has_origin:
+        raise DeployError("Cannot verify deployment with no origin")
+    if refspec is None:
+        raise DeployError("No origin/refspec, cannot verify")
+    remote_name, _ = parse_refspec(refspec)
+    if remote_name is None:
+        raise DeployError("Cannot verify deployment without remote")
+    data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+    detached = repo.load_detached_metadata(csum)
+    if detached is None:
+        raise DeployError("Can't verify commit without detached metadata")
+    remote = load_remotes(repo, sysroot.path).get(remote_name)
+    return describe_commit_verification(trust_settings(repo, remote, sysroot.path),
+                                        remote.sign_verify, data, detached)

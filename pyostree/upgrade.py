@@ -54,8 +54,10 @@ def upgrade(
     deploy_only: bool = False, allow_downgrade: bool = False,
     override_commit: str | None = None, check_only: bool = False,
     refspec_override: str | None = None, options: PullOptions | None = None,
+    stage: bool = False,
 ) -> UpgradeResult:
-    """Fetch the origin ref of the merge deployment and deploy it if it is new."""
+    """Fetch the origin ref of the merge deployment and deploy it if it is new; with ``stage``
+    (``admin upgrade --stage``) the new deployment is staged, to be finalized at shutdown."""
     sysroot.load()
     dep = merge_deployment(sysroot, osname)
     osname = dep.osname
@@ -86,7 +88,7 @@ def upgrade(
                            version=new_commit.version)
     if check_only or pull_only or not available:
         return result
-    new = deploy(sysroot, osname, target, origin_refspec=refspec)
+    new = deploy(sysroot, osname, target, origin_refspec=refspec, stage=stage)
     return attrs.evolve(result, deployed=True, deployment=new)
 
 

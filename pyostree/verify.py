@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 
 from . import gvariant as gv
 from .core import ObjectType
-from .errors import FormatError, SignatureError
+from .errors import FormatError, SignatureError, VerificationError
 from .formats.objects import signatures_from_metadata
+from .remotes import SIGN_TYPES
 
 GPG_KEY = "ostree.gpgsigs"
 ED25519_KEY = "ostree.sign.ed25519"
@@ -199,3 +201,96 @@ def check_ref_binding(commit_bindings: Sequence[str] | None, ref: str, csum: str
         raise SignatureError(
             f"commit {csum} is bound to refs {', '.join(commit_bindings) or '(none)'}, "
             f"not to the requested ref {ref}")
+
+
+# ---------------------------------------------------------------------------- downgrades
+
+
+def glib_c_time(timestamp: int) -> str:
+    """A Unix time as GLib's ``%c`` prints it in the C locale, in local time (``Mon Jan\u2007 1
+    00:00:00 2024``): glib pads a one-digit day with a FIGURE SPACE (U+2007)."""
+    t = datetime.fromtimestamp(timestamp, UTC).astimezone()
+    day = f"\u2007{t.day}" if t.day < 10 else str(t.day)
+    return f"{t:%a %b} {day} {t:%H:%M:%S %Y}"
+
+
+def compare_timestamps(current_rev: str, current_ts: int, new_rev: str, new_ts: int) -> None:
+    """libostree's downgrade rule (``_ostree_compare_timestamps``): a newer commit, one with the
+    same timestamp, or the same commit is fine; anything else raises VerificationError with
+    libostree's message."""
+    if new_ts > current_ts or new_ts == current_ts or current_rev == new_rev:
+        return
+    try:
+        new_text, current_text = glib_c_time(new_ts), glib_c_time(current_ts)
+    except (OverflowError, OSError, ValueError):
+        raise VerificationError(
+            f"Upgrade target revision '{new_rev}' timestamp ({new_ts}) or current revision "
+            f"'{current_rev}' timestamp ({current_ts}) is invalid") from None
+    raise VerificationError(
+        f"Upgrade target revision '{new_rev}' with timestamp '{new_text}' is chronologically "
+        f"older than current revision '{current_rev}' with timestamp '{current_text}'; use "
+        "--allow-downgrade to permit")
+
+
+# ---------------------------------------------------------------------------- admin status -V
+
+def describe_commit_verification(
+    settings: TrustSettings, sign_verify: bool | tuple[str, ...], data: bytes,
+    detached: Mapping[str, gv.Variant] | None, *, what: str = "commit",
+) -> str:
+    """What ``ostree admin status --verify`` prints for a commit
+    (``ostree_repo_signature_verify_commit_data``): ``GPG: `` lines describing every GPG
+    signature when the remote verifies GPG, then the line of the signature engine that
+    accepted it. Raises SignatureError (one line) when the commit does not verify.
+
+    ``sign_verify`` is the remote's ``sign-verify`` (True: any engine with keys; a tuple: those
+    engines, each needing configured keys). pyostree implements the ed25519 engine only."""
+    if detached is None:
+        raise SignatureError("Can't verify commit without detached metadata")
+    engines: list[str] = []
+    if sign_verify is True:
+        engines = ["ed25519"]
+    elif sign_verify:
+        for name in sign_verify:
+            if name not in SIGN_TYPES:
+                raise SignatureError("Requested signature type is not implemented")
+            if name != "ed25519":
+                raise SignatureError(f"signature type {name} is not supported by pyostree")
+            if not (settings.ed25519_keys or settings.ed25519_files):
+                raise SignatureError(f"No keys found for required signapi type {name}")
+            engines.append(name)
+    if not (settings.gpg_verify or engines):
+        raise SignatureError(
+            f"Cannot verify commit for remote {settings.remote}; GPG verification disabled, "
+            "and no signapi verifiers configured")
+    out = ""
+    if settings.gpg_verify:
+        sigs = signatures_from_metadata(detached, GPG_KEY)
+        if not sigs:
+            raise SignatureError("GPG verification enabled, but no signatures found (use "
+                                 "gpg-verify=false in remote config to disable)")
+        from . import gpg
+
+        result = gpg.inspect_detached(load_gpg_keyring(settings), data, sigs)
+        if not result.valid:
+            # libostree's error is the description of every signature, newest first; here
+            # on one line.
+            text = "".join(gpg.describe(st) for st in reversed(result.signatures))
+            raise SignatureError("; ".join(line for line in text.splitlines() if line)
+                                 or f"no valid GPG signature on {what}")
+        out = "".join(gpg.describe(st, "GPG: ") for st in result.signatures)
+    if engines:
+        sigs = signatures_from_metadata(detached, ED25519_KEY)
+        if not sigs:
+            raise SignatureError("Can't verify commit: No signatures found")
+        from . import sign
+
+        trusted, revoked = load_ed25519_keys(settings)
+        try:
+            key = sign.ed25519_signer(data, sigs, trusted, revoked)
+        except SignatureError as exc:
+            raise SignatureError(f"Can't verify commit: ed25519: {exc}") from None
+        if out:
+            out += "\n"
+        out += f"ed25519: Signature verified successfully with key '{key.hex()}'"
+    return out

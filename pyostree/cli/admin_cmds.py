@@ -11,7 +11,7 @@ from typing import Any
 from .. import deploy as dep
 from ..errors import DeployError
 from ..etcmerge import format_etc_diff
-from ..sysroot import Sysroot, config_diff, status_json, status_text
+from ..sysroot import Sysroot, config_diff, iter_status_text, status_json
 from .common import CommandError, print_json
 from .progress import step
 
@@ -89,6 +89,9 @@ def register(sub: Any) -> None:
     q = _add(asub, "status", cmd_status,
              "List the deployments, marking the booted, pending and rollback ones.")
     q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.add_argument("-V", "--verify", action="store_true",
+                   help="print the commit verification status (GPG and signature engines) "
+                   "of each deployment, against the remote of its origin")
     q.add_argument("-v", "--verbose", action="store_true",
                    help="accepted for ostree compatibility; prints the same")
     q = _add(asub, "undeploy", cmd_undeploy,
@@ -122,6 +125,9 @@ def register(sub: Any) -> None:
                    help="deploy CHECKSUM instead of the latest tree")
     q.add_argument("--check", action="store_true",
                    help="only report whether an update exists (fetches commit metadata only)")
+    q.add_argument("--stage", action="store_true",
+                   help="stage the new deployment: finalize it at shutdown (needs a booted "
+                   "system)")
     q.add_argument("--reboot", "-r", action="store_true", help="reboot after a successful upgrade")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q = _add(asub, "switch", cmd_switch,
@@ -205,11 +211,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(status_json(sysroot))
         return 0
-    text = status_text(sysroot)
-    if not sysroot.deployments:
-        print("No deployments.")
-        return 0
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    # Deployment by deployment: what precedes one that fails to verify is printed, as ostree.
+    for chunk in iter_status_text(sysroot, verify=args.verify):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
     return 0
 
 
@@ -272,7 +277,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     result = upgrade(
         _sysroot(args), args.os, pull_only=args.pull_only, deploy_only=args.deploy_only,
         allow_downgrade=args.allow_downgrade, override_commit=args.override_commit,
-        check_only=args.check, options=PullOptions(timestamp_check=False),
+        check_only=args.check, options=PullOptions(timestamp_check=False), stage=args.stage,
     )
     if args.json:
         print_json({"refspec": result.refspec, "current": result.current,

@@ -56,15 +56,17 @@ class _Bar:
 class PullProgress(_Bar):
     """Callable taking PullStats; shows objects, MiB, transfer rate and delta parts on a TTY."""
 
-    def __init__(self, enabled: bool | None = None, desc: str = "Receiving objects") -> None:
+    def __init__(self, enabled: bool | None = None, desc: str = "Receiving objects", *,
+                 interval: float | None = None) -> None:
         super().__init__(enabled, desc, "obj")
         self._last = 0.0
+        self._interval = 0.1 if interval is None else interval  # seconds between redraws
 
     def __call__(self, stats: Any) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self._last < 0.1:
+        if now - self._last < self._interval:
             return
         self._last = now
         bar = self._get()

@@ -14,7 +14,7 @@ from ..errors import RepoError
 from ..fetcher import make_fetcher
 from ..fileio import atomic_write
 from ..formats.summary import Summary
-from ..pull import PullOptions, pull, pull_local, remote_fetch_config
+from ..pull import PullOptions, fetch_summary, pull, pull_local, remote_fetch_config
 from ..remoteconfig import (
     apply_change,
     get_remote,
@@ -22,8 +22,8 @@ from ..remoteconfig import (
     load_remotes,
     remotes_dirs,
 )
-from ..remotes import Remote
-from ..repo import Repo
+from ..remotes import Remote, add_options
+from ..repo import Repo, open_repo
 from .common import CommandError, command, get_repo, print_json, print_summary
 from .progress import PullProgress, human_size
 
@@ -37,21 +37,38 @@ def register(sub: Any) -> None:
     q = command(rsub, "add", cmd_remote_add,
                 "Add a remote repository to the repository's configuration.")
     q.add_argument("name", metavar="NAME", help="name of the new remote")
-    q.add_argument("url", metavar="URL", help="URL of the remote repository: http(s)://..., "
-                   "mirrorlist=URL or file:///path")
+    q.add_argument("url", metavar="URL", nargs="?",
+                   help="URL of the remote repository: http(s)://..., mirrorlist=URL, "
+                   "metalink=URL or file:///path (optional with --custom-backend)")
     q.add_argument("branches", nargs="*", metavar="BRANCH",
                    help="branches pulled by default when pull names none")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set config option KEY=VALUE for the remote (repeatable)")
     q.add_argument("--no-gpg-verify", action="store_true",
                    help="disable GPG verification of commits and the summary")
+    q.add_argument("--no-sign-verify", action="store_true",
+                   help="disable signature verification (GPG too): sign-verify=false")
+    q.add_argument("--sign-verify", action="append", default=[],
+                   metavar="KEYTYPE=[inline|file]:PUBKEY",
+                   help="verify signatures with this key: KEYTYPE=inline:PUBKEY or "
+                   "KEYTYPE=file:/path/to/key (repeatable; KEYTYPE ed25519)")
     q.add_argument("--if-not-exists", action="store_true",
                    help="do nothing if the remote already exists")
+    q.add_argument("--force", action="store_true",
+                   help="replace the remote if it already exists")
     q.add_argument("--gpg-import", metavar="FILE",
                    help="import GPG keys from FILE into the remote's keyring")
     q.add_argument("--contenturl", help="use URL when fetching content (objects, delta parts)")
+    q.add_argument("--custom-backend", metavar="NAME",
+                   help="this remote has content not fetched via libostree (or pyostree): "
+                   "its pulls are refused; URL becomes optional")
+    q.add_argument("--collection-id", metavar="COLLECTION-ID",
+                   help="globally unique ID of the remote's collection of refs; written to "
+                   "the config and required as the commits' collection binding (pyostree "
+                   "does no peer-to-peer pulls)")
     q.add_argument("--sysroot", metavar="PATH",
-                   help="write the remote to etc/ostree/remotes.d of this sysroot")
+                   help="use the sysroot at PATH (overrides --repo): its ostree/repo, and "
+                   "etc/ostree/remotes.d for the new remote")
 
     q = command(rsub, "list", cmd_remote_list, "List the configured remotes.")
     q.add_argument("-u", "--show-urls", action="store_true", help="show the URL of each remote")
@@ -61,6 +78,9 @@ def register(sub: Any) -> None:
     q.add_argument("name", metavar="NAME", help="the remote to delete")
     q.add_argument("--if-exists", action="store_true",
                    help="do nothing if the remote does not exist")
+    q.add_argument("--sysroot", metavar="PATH",
+                   help="use the sysroot at PATH (overrides --repo): its ostree/repo and "
+                   "etc/ostree/remotes.d")
 
     q = command(rsub, "show-url", cmd_remote_show_url, "Print the URL of a remote.")
     q.add_argument("name", metavar="NAME", help="the remote")
@@ -104,11 +124,13 @@ def register(sub: Any) -> None:
     q = command(rsub, "refs", cmd_remote_refs,
                 "List the refs a remote offers, from its summary file.")
     q.add_argument("name", metavar="NAME", help="the remote")
+    _cache_dir_option(q)
 
     q = command(rsub, "summary", cmd_remote_summary,
                 "Fetch and show a remote's summary: refs, commits, static deltas.")
     q.add_argument("name", metavar="NAME", help="the remote")
     q.add_argument("--raw", action="store_true", help="show raw variant data")
+    _cache_dir_option(q)
 
     p = command(sub, "pull", cmd_pull,
                 "Download commits and their objects from a remote and update the refs.")
@@ -123,15 +145,35 @@ def register(sub: Any) -> None:
     p.add_argument("refs", nargs="*", metavar="REF",
                    help="refs or commits to copy (default: all refs of SRC)")
     p.add_argument("--remote", help="add REMOTE to the refspec: store refs as REMOTE:REF")
+    p.add_argument("--commit-metadata-only", action="store_true",
+                   help="copy only the commit metadata (commit and detached metadata)")
     p.add_argument("--untrusted", action="store_true",
                    help="verify checksums of local sources (pyostree always does)")
+    p.add_argument("--bareuseronly-files", action="store_true",
+                   help="reject regular files with mode outside of 0775 (world writable, "
+                   "suid, etc.)")
+    p.add_argument("--require-static-deltas", action="store_true",
+                   help="apply the source's static deltas; fail where there is none")
     p.add_argument("--disable-fsync", action="store_true",
                    help="accepted for ostree compatibility; pyostree always fsyncs")
+    p.add_argument("--per-object-fsync", action="store_true",
+                   help="fsync each object as it is written, rather than all at the end")
     p.add_argument("--depth", type=int, default=0,
                    help="traverse DEPTH parents (-1: all) (default: 0)")
     p.add_argument("--gpg-verify", action="store_true",
                    help="GPG verify commits with the keys of --remote (needs --remote)")
+    p.add_argument("--gpg-verify-summary", action="store_true",
+                   help="GPG verify the source's summary with the keys of --remote (needs "
+                   "--remote)")
+    p.add_argument("--disable-verify-bindings", action="store_true",
+                   help="do not verify commit bindings (ostree.ref-binding)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result")
+
+
+def _cache_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="cache the summary in DIR/summaries (an existing directory) and fetch "
+                   "it with conditional requests, verified as a pull verifies it")
 
 
 def _pull_options(p: argparse.ArgumentParser) -> None:
@@ -149,8 +191,10 @@ def _pull_options(p: argparse.ArgumentParser) -> None:
                    help="only print what would be downloaded (requires static deltas)")
     p.add_argument("--subpath", action="append", default=[],
                    help="only pull the provided subpath (repeatable)")
-    p.add_argument("--timestamp-check", action="store_true",
+    p.add_argument("-T", "--timestamp-check", action="store_true",
                    help="require fetched commits to have newer timestamps than the current ref")
+    p.add_argument("--timestamp-check-from-rev", metavar="REV",
+                   help="require every fetched commit to be no older than the local REV")
     p.add_argument("--url",
                    help="pull objects from this URL instead of the one in the remote config")
     p.add_argument("--http-header", action="append", default=[], metavar="NAME=VALUE",
@@ -163,6 +207,22 @@ def _pull_options(p: argparse.ArgumentParser) -> None:
                    help="do not verify commit bindings (ostree.ref-binding)")
     p.add_argument("--disable-fsync", action="store_true",
                    help="accepted for ostree compatibility; pyostree always fsyncs")
+    p.add_argument("--per-object-fsync", action="store_true",
+                   help="fsync each object as it is written, rather than all at the end")
+    p.add_argument("--untrusted", action="store_true",
+                   help="verify checksums of local sources (pyostree always does)")
+    p.add_argument("--http-trusted", action="store_true",
+                   help="accepted for ostree compatibility; pyostree verifies HTTP sources too")
+    p.add_argument("--bareuseronly-files", action="store_true",
+                   help="reject regular files with mode outside of 0775 (world writable, "
+                   "suid, etc.)")
+    p.add_argument("-L", "--localcache-repo", action="append", default=[], metavar="REPO",
+                   help="use the objects of the local repository REPO instead of fetching "
+                   "them (verified; repeatable)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="keep the summary cache in DIR/summaries (an existing directory)")
+    p.add_argument("--update-frequency", type=int, default=0, metavar="FREQUENCY",
+                   help="progress display update interval in milliseconds (0: the default)")
     p.add_argument("--json", action="store_true", help="print a machine-readable result")
     p.add_argument("--sysroot", metavar="PATH",
                    help="sysroot whose etc/ostree configuration applies")
@@ -215,23 +275,36 @@ def import_keys(repo: Repo, remote: str, blobs: list[bytes]) -> int:
     return len(keyring) - before
 
 
-def cmd_remote_add(args: argparse.Namespace) -> int:
-    repo = get_repo(args)
-    options: dict[str, Any] = dict(_parse_set(args.set))
-    if args.no_gpg_verify:
-        options["gpg-verify"] = "false"
-    if args.contenturl:
-        options["contenturl"] = args.contenturl
-    if args.branches:
-        options["branches"] = list(args.branches)
+def _sysroot_repo(args: argparse.Namespace) -> tuple[Repo, Path | None]:
+    """The repository and sysroot of ``--sysroot=PATH`` (``PATH/ostree/repo``; it overrides
+    ``--repo``, as in ostree), else of ``--repo``."""
     sysroot = _sysroot(args)
+    if sysroot is None:
+        return get_repo(args), None
+    return open_repo(sysroot / "ostree" / "repo"), sysroot
+
+
+def cmd_remote_add(args: argparse.Namespace) -> int:
+    if args.if_not_exists and args.force:
+        raise CommandError("Can only specify one of --if-not-exists and --force")
+    if args.url is None and args.custom_backend is None:
+        raise CommandError("NAME and URL must be specified")
+    options = add_options(
+        branches=args.branches, contenturl=args.contenturl, custom_backend=args.custom_backend,
+        settings=list(_parse_set(args.set).items()), no_gpg_verify=args.no_gpg_verify,
+        no_sign_verify=args.no_sign_verify, sign_verify=args.sign_verify,
+        collection_id=args.collection_id)
+    repo, sysroot = _sysroot_repo(args)
     remotes = load_remotes(repo, sysroot)
     dirs = remotes_dirs(repo, sysroot)
     # Like ostree: a system repository's new remotes go to etc/ostree/remotes.d.
     target = dirs[0] if dirs and (sysroot is not None or is_system_repo(repo)) else "repo"
     with repo.lock():
-        change = remotes.add(args.name, args.url, options, if_not_exists=args.if_not_exists,
-                             target=target)
+        if args.force:
+            change = remotes.replace(args.name, args.url, options, target=target)
+        else:
+            change = remotes.add(args.name, args.url, options,
+                                 if_not_exists=args.if_not_exists, target=target)
         apply_change(repo, change)
         if args.gpg_import and change.writes:
             import_keys(repo, args.name, [Path(args.gpg_import).read_bytes()])
@@ -259,9 +332,9 @@ def cmd_remote_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remote_delete(args: argparse.Namespace) -> int:
-    repo = get_repo(args)
+    repo, sysroot = _sysroot_repo(args)
     with repo.lock():
-        remotes = load_remotes(repo)
+        remotes = load_remotes(repo, sysroot)
         change = remotes.delete(args.name, if_exists=args.if_exists)
         apply_change(repo, change)
         if change.writes:
@@ -351,6 +424,11 @@ async def _fetch_summary(repo: Repo, remote: Remote) -> bytes:
 def _remote_summary(args: argparse.Namespace) -> Summary:
     repo = get_repo(args)
     remote = get_remote(repo, args.name)
+    if args.cache_dir is not None:
+        summary = fetch_summary(repo, remote, PullOptions(cache_dir=args.cache_dir))
+        if summary is None:
+            raise RepoError(f"remote {remote.name} has no summary")
+        return summary
     return Summary.from_bytes(asyncio.run(_fetch_summary(repo, remote)))
 
 
@@ -392,8 +470,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
         http_headers=_headers(args.http_header), network_retries=args.network_retries,
         disable_verify_bindings=args.disable_verify_bindings,
         low_speed_time=args.low_speed_time,
+        timestamp_check_from_rev=args.timestamp_check_from_rev,
+        bareuseronly_files=args.bareuseronly_files, per_object_fsync=args.per_object_fsync,
+        localcache_repos=tuple(args.localcache_repo), cache_dir=args.cache_dir,
+        untrusted=args.untrusted, http_trusted=args.http_trusted and not args.untrusted,
     )
-    progress = PullProgress(enabled=None if not args.json else False)
+    progress = PullProgress(enabled=None if not args.json else False,
+                            interval=args.update_frequency / 1000 or None)
     try:
         result = pull(repo, remote, refs, options, progress=progress, sysroot=_sysroot(args))
     finally:
@@ -416,9 +499,16 @@ def cmd_pull_local(args: argparse.Namespace) -> int:
     src = Path(args.src).resolve()
     source = Repo.open(src)
     refs = list(args.refs) or sorted(source.list_refs(remotes=False))
-    gpg_remote = get_remote(repo, args.remote) if args.gpg_verify and args.remote else None
-    opts = PullOptions(depth=args.depth, disable_static_deltas=True)
-    result = pull_local(repo, src, refs, opts, remote_name=args.remote, gpg_remote=gpg_remote)
+    verify = args.gpg_verify or args.gpg_verify_summary
+    gpg_remote = get_remote(repo, args.remote) if verify and args.remote else None
+    opts = PullOptions(
+        depth=args.depth, commit_metadata_only=args.commit_metadata_only,
+        require_static_deltas=args.require_static_deltas,
+        disable_verify_bindings=args.disable_verify_bindings,
+        bareuseronly_files=args.bareuseronly_files, per_object_fsync=args.per_object_fsync,
+        untrusted=args.untrusted)
+    result = pull_local(repo, src, refs, opts, remote_name=args.remote, gpg_remote=gpg_remote,
+                        gpg_verify=args.gpg_verify, gpg_verify_summary=args.gpg_verify_summary)
     if args.json:
         print_json(result.to_json())
     return 0
