@@ -83,6 +83,17 @@ def parse_ed25519_secret_key(text: str | bytes) -> bytes:
     return _normalise_secret(_b64decode(text, "secret key"))
 
 
+def parse_ed25519_any_key(text: str | bytes) -> bytes:
+    """A base64 public key (32 raw bytes) or secret key (64: seed ‖ public key), raw."""
+    raw = _b64decode(text, "key")
+    return raw if len(raw) == PUBLIC_KEY_SIZE else _normalise_secret(raw)
+
+
+def public_key_of(key: bytes) -> bytes:
+    """The public key of a raw public (32 bytes) or secret (64 bytes) key."""
+    return bytes(key) if len(key) == PUBLIC_KEY_SIZE else bytes(key[SEED_SIZE:])
+
+
 def parse_key_file(data: str | bytes) -> list[str]:
     """The base64 keys of a key file: one per line; blank lines and ``#`` comments skipped."""
     if isinstance(data, bytes):
@@ -114,7 +125,7 @@ def sign_ed25519(secret: bytes, data: bytes) -> bytes:
     return Ed25519PrivateKey.from_private_bytes(seed).sign(bytes(data))
 
 
-def _verifies(public: bytes, signature: bytes, data: bytes) -> bool:
+def verifies(public: bytes, signature: bytes, data: bytes) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
     except (InvalidSignature, ValueError):
@@ -145,11 +156,11 @@ def verify_ed25519(
         raise SignatureError("no trusted ed25519 public keys")
     data = bytes(data)
     for index, sig in enumerate(signatures):
-        if len(sig) == SIGNATURE_SIZE and any(_verifies(k, bytes(sig), data) for k in usable):
+        if len(sig) == SIGNATURE_SIZE and any(verifies(k, bytes(sig), data) for k in usable):
             return index
     for sig in signatures:
         for key in revoked_set:
-            if len(sig) == SIGNATURE_SIZE and _verifies(key, bytes(sig), data):
+            if len(sig) == SIGNATURE_SIZE and verifies(key, bytes(sig), data):
                 b64 = base64.b64encode(key).decode("ascii")
                 raise SignatureError(f"signed by revoked key {b64}")
     raise SignatureError("no valid ed25519 signature")
@@ -169,7 +180,7 @@ def ed25519_signer(
     index = verify_ed25519(data, signatures, trusted_keys, revoked_set)
     sig = bytes(signatures[index])
     for key in dict.fromkeys(trusted_keys):
-        if key not in revoked_set and _verifies(key, sig, bytes(data)):
+        if key not in revoked_set and verifies(key, sig, bytes(data)):
             return key
     raise AssertionError("verify_ed25519 accepted a signature no key verifies")
 

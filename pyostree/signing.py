@@ -63,6 +63,24 @@ def delete_gpg_signatures(repo: Repo, csum: str, key_ids: Sequence[str]) -> int:
         return len(sigs) - len(keep)
 
 
+def delete_ed25519_signatures(repo: Repo, csum: str, public_keys: Sequence[bytes]) -> int:
+    """``sign --delete``: drop the commit's ed25519 signatures that verify with any of
+    ``public_keys``; returns how many. (ostree 2022.7 parses ``--delete`` and ignores it.)"""
+    data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
+    with repo.lock():
+        meta = dict(repo.load_detached_metadata(csum) or {})
+        sigs = list(meta.get(ED25519_KEY, gv.Variant("aay", [])).value)
+        keep = [sig for sig in sigs if not any(
+            sign.verifies(key, bytes(sig), data) for key in public_keys)]
+        if len(keep) == len(sigs):
+            return 0
+        meta[ED25519_KEY] = gv.Variant("aay", keep)
+        if not keep:
+            del meta[ED25519_KEY]
+        repo.write_detached_metadata(csum, meta or None)
+        return len(sigs) - len(keep)
+
+
 def sign_commit(repo: Repo, csum: str, secrets: Sequence[bytes]) -> None:
     """``ostree sign --sign-type=ed25519``."""
     data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)

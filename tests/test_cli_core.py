@@ -244,3 +244,24 @@ def test_checksum_matches_ostree(tmp_path: Path) -> None:
             theirs = [ostree("checksum", *options, p).stdout for p in paths]
             assert ours == theirs
         assert len(set(theirs)) > 10
+
+
+def test_sign_delete_removes_only_that_keys_signatures(repo: Path) -> None:
+    """``sign --delete`` (parsed but ignored by ostree 2022.7) drops the ed25519 signatures
+    that verify with the given keys, public or secret, and keeps the others."""
+    from pyostree.sign import generate_ed25519_keypair
+
+    (s1, p1), (s2, p2) = generate_ed25519_keypair(), generate_ed25519_keypair()
+    assert run_cli(f"--repo={repo}", "sign", "main", s1, s2)[0] == 0
+    assert run_cli(f"--repo={repo}", "sign", "--verify", "main", p1)[0] == 0
+    code, out, err = run_cli(f"--repo={repo}", "sign", "--delete", "main", p1)
+    assert (code, out, err) == (0, b"Signatures deleted: 1\n", "")
+    code, _, err = run_cli(f"--repo={repo}", "sign", "--verify", "main", p1)
+    assert_one_error(code, err, "no valid ed25519 signature")
+    assert run_cli(f"--repo={repo}", "sign", "--verify", "main", p2)[0] == 0
+    assert run_cli(f"--repo={repo}", "sign", "--delete", "main", s2)[1] == \
+        b"Signatures deleted: 1\n"
+    assert run_cli(f"--repo={repo}", "sign", "--delete", "main", s2)[1] == \
+        b"Signatures deleted: 0\n"
+    code, _, err = run_cli(f"--repo={repo}", "sign", "--verify", "main", p2)
+    assert_one_error(code, err)

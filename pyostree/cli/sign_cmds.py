@@ -38,6 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--keys-file", metavar="FILE",
                    help="read keys from FILE, one base64 key per line")
     p.add_argument("--verify", action="store_true", help="verify signatures instead of signing")
+    p.add_argument("-d", "--delete", action="store_true",
+                   help="delete the signatures made by any of the KEYs (public or secret)")
 
     p = command(sub, "summary", cmd_summary,
                 "Regenerate, sign or view the repository's summary file.")
@@ -76,7 +78,9 @@ def cmd_gpg_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ed25519_keys(args: argparse.Namespace, public: bool) -> list[bytes]:
+def _ed25519_keys(args: argparse.Namespace, public: bool, any_kind: bool = False) -> list[bytes]:
+    """The keys of the command line and ``--keys-file``: public or secret ones, or with
+    ``any_kind`` either (secret keys as 64 bytes, public ones as 32)."""
     from .. import sign  # cryptography loads only for commands that sign
 
     if args.sign_type != "ed25519":
@@ -86,6 +90,8 @@ def _ed25519_keys(args: argparse.Namespace, public: bool) -> list[bytes]:
         texts += sign.parse_key_file(Path(args.keys_file).read_bytes())
     if not texts:
         raise CommandError("no keys given")
+    if any_kind:
+        return [sign.parse_ed25519_any_key(t) for t in texts]
     parse = sign.parse_ed25519_public_key if public else sign.parse_ed25519_secret_key
     return [parse(t) for t in texts]
 
@@ -97,6 +103,14 @@ def cmd_sign(args: argparse.Namespace) -> int:
     repo = get_repo(args)
     csum = repo.resolve_rev(args.commit)
     assert csum is not None
+    if args.delete:
+        from ..signing import delete_ed25519_signatures
+
+        if args.verify:
+            raise CommandError("--delete and --verify conflict")
+        keys = [sign.public_key_of(k) for k in _ed25519_keys(args, public=False, any_kind=True)]
+        print(f"Signatures deleted: {delete_ed25519_signatures(repo, csum, keys)}")
+        return 0
     if args.verify:
         data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
         meta = repo.load_detached_metadata(csum) or {}
