@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .. import gvariant as gv
-from ..checkout import CheckoutOptions, checkout
+from ..checkout import CheckoutOptions, checkout, checkout_many, parse_checkout_list
 from ..core import ObjectType, is_checksum, parse_refspec
 from ..errors import FormatError, RepoError
 from ..formats.objects import COMMIT_TYPE, DIRMETA_TYPE, DIRTREE_TYPE, Commit
@@ -150,6 +150,40 @@ def register(sub: Any) -> None:
                    help="never hardlink files from the repository; always copy")
     p.add_argument("-H", "--require-hardlinks", action="store_true",
                    help="do not fall back to full copies if hardlinking fails")
+    p.add_argument("--disable-cache", action="store_true",
+                   help="accepted for compatibility: pyostree keeps no uncompressed object "
+                   "cache, so there is nothing to disable")
+    p.add_argument("--union-add", action="store_true",
+                   help="keep existing files/directories, only add new")
+    p.add_argument("--union-identical", action="store_true",
+                   help="like --union-add, but fail if an existing file differs from the "
+                   "commit's (needs -H)")
+    p.add_argument("--whiteouts", action="store_true",
+                   help="process Docker/OCI whiteouts: .wh.NAME removes NAME, .wh..wh..opq "
+                   "empties its directory first")
+    p.add_argument("--process-passthrough-whiteouts", action="store_true",
+                   help="turn files named .ostree-wh.NAME into overlayfs whiteouts (character "
+                   "device 0:0 called NAME)")
+    p.add_argument("--allow-noent", action="store_true",
+                   help="do nothing if the --subpath does not exist in the commit")
+    p.add_argument("--from-stdin", action="store_true",
+                   help="check out many: read NUL-terminated REV and SUBPATH pairs from "
+                   "standard input; the first argument is then the DESTINATION")
+    p.add_argument("--from-file", metavar="FILE",
+                   help="like --from-stdin, but read the pairs from FILE")
+    p.add_argument("--fsync", metavar="POLICY",
+                   help="accepted for compatibility (true/false); checkouts are not fsynced, "
+                   "as with ostree checkout")
+    p.add_argument("-M", "--bareuseronly-dirs", action="store_true",
+                   help="suppress mode bits outside of 0775 for directories (suid, world "
+                   "writable, etc.)")
+    p.add_argument("--skip-list", metavar="FILE",
+                   help="file listing paths not to check out, one a line (/dir/ for a "
+                   "directory, /dir/file for anything else)")
+    p.add_argument("--selinux-policy", metavar="PATH",
+                   help="not supported by pyostree (SELinux labelling); refused")
+    p.add_argument("--selinux-prefix", metavar="PREFIX",
+                   help="not supported by pyostree (SELinux labelling); refused")
 
     p = command(sub, "fsck", cmd_fsck,
                 "Check the repository for consistency by verifying the checksum of every object.")
@@ -640,14 +674,61 @@ def cmd_cat(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "none")
+
+
+def _checkout_options(args: argparse.Namespace) -> CheckoutOptions:
+    """The checks ``ostree checkout`` makes, with its messages, then the options."""
+    if args.selinux_policy is not None or args.selinux_prefix is not None:
+        raise CommandError("SELinux labelling (--selinux-policy, --selinux-prefix) "
+                           "is not supported by pyostree")
+    if args.fsync is not None and args.fsync.lower() not in _TRUE + _FALSE:
+        raise CommandError(f"Invalid boolean argument '{args.fsync}'")
+    for a, b in (("union", "union_add"), ("union", "union_identical"),
+                 ("union_add", "union_identical"), ("require_hardlinks", "force_copy")):
+        if getattr(args, a) and getattr(args, b):
+            raise CommandError(f"Cannot specify both --{a.replace('_', '-')} and "
+                               f"--{b.replace('_', '-')}")
+    if args.union_identical and not args.require_hardlinks:
+        raise CommandError("--union-identical requires --require-hardlinks")
+    skip: frozenset[str] = frozenset()
+    if args.skip_list is not None:
+        try:
+            with open(args.skip_list, encoding="utf-8") as fh:
+                skip = frozenset(line for line in fh.read().split("\n") if line)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            raise CommandError(f"skip list {args.skip_list}: {reason}") from None
+    return CheckoutOptions(
+        user_mode=args.user_mode, union=args.union, force_copy=args.force_copy,
+        require_hardlinks=args.require_hardlinks, subpath=args.subpath,
+        union_add=args.union_add, union_identical=args.union_identical,
+        process_whiteouts=args.whiteouts,
+        process_passthrough_whiteouts=args.process_passthrough_whiteouts,
+        allow_noent=args.allow_noent, bareuseronly_dirs=args.bareuseronly_dirs,
+        skip_list=skip)
+
+
 def cmd_checkout(args: argparse.Namespace) -> int:
     repo = get_repo(args)
+    opts = _checkout_options(args)
+    if args.from_stdin or args.from_file is not None:
+        # As in ostree, the one argument is then the destination of every checkout.
+        if args.from_stdin:
+            data = sys.stdin.buffer.read()
+        else:
+            try:
+                with open(args.from_file, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                raise CommandError(f"{args.from_file}: {exc.strerror}") from None
+        checkout_many(repo, parse_checkout_list(data), args.rev, opts)
+        return 0
     dest = args.destination or args.rev
     with CheckoutProgress() as progress:
-        checkout(repo, args.rev, dest, CheckoutOptions(
-            user_mode=args.user_mode, union=args.union, force_copy=args.force_copy,
-            require_hardlinks=args.require_hardlinks, subpath=args.subpath),
-            progress=progress if progress.enabled else None)
+        checkout(repo, args.rev, dest, opts,
+                 progress=progress if progress.enabled else None)
     return 0
 
 
