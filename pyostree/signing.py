@@ -132,9 +132,7 @@ def regenerate_summary(
             data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
             commit = repo.load_commit(csum)
             refs[name] = (csum, len(data), commit.timestamp, commit.version)
-        deltas: list[tuple[str, str]] = []
-        for name, ddir in list_deltas(repo):
-            deltas.append((name, _superblock_digest(ddir)))
+        deltas = [(name, _superblock_digest(ddir)) for name, ddir in list_deltas(repo)]
         no_deltas = repo.config.get_bool("core", "no-deltas-in-summary", False)
         summary = build_summary(
             refs,
@@ -146,7 +144,7 @@ def regenerate_summary(
             collection_id=repo.config.get("core", "collection-id", None),
         )
         data = summary.to_bytes()
-        _reindex(repo, None)
+        _reindex(repo, None, deltas)
         sig_meta: dict[str, gv.Variant] = {}
         for key in gpg_keys:
             sig_meta = add_signature(sig_meta, GPG_KEY, gpg.sign_detached(key, data, passphrase))
@@ -192,16 +190,22 @@ def reindex_deltas(repo: Repo, to_commit: str | None = None) -> None:
         _reindex(repo, to_commit)
 
 
-def _reindex(repo: Repo, to_commit: str | None) -> None:
+def _reindex(repo: Repo, to_commit: str | None,
+             deltas: Sequence[tuple[str, str]] | None = None) -> None:
+    """Write the indexes; ``deltas`` are (name, superblock digest) of every delta when the
+    caller has them already (summary -u), else they are read here."""
     if repo.config.get("core", "indexed-deltas", None) != "true":
         repo.config.set("core", "indexed-deltas", "true")
         repo.save_config()
     stale = [validate_checksum(to_commit)] if to_commit else list_delta_indexes(repo)
     by_target: dict[str, dict[str, str]] = {target: {} for target in stale}
-    for name, ddir in list_deltas(repo):
+    if deltas is None:
+        deltas = [(name, _superblock_digest(ddir)) for name, ddir in list_deltas(repo)
+                  if to_commit is None or parse_delta_name(name)[1] == to_commit]
+    for name, digest in deltas:
         target = parse_delta_name(name)[1]
         if to_commit is None or target == to_commit:
-            by_target.setdefault(target, {})[name] = _superblock_digest(ddir)
+            by_target.setdefault(target, {})[name] = digest
     for target, entries in by_target.items():
         path = repo.path / delta_index_path(target)
         if not entries:
