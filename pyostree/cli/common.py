@@ -85,3 +85,21 @@ def print_summary(summary: Summary) -> None:
             continue
         shown = gv.swap64(value.value) if key in be_keys and value.type == "t" else value.value
         print(f"{key}: {format_variant(value.type, shown)}")
+
+
+def ed25519_keys(args: argparse.Namespace, public: bool, any_kind: bool = False) -> list[bytes]:
+    """The keys of the command line and ``--keys-file``: public or secret ones, or with
+    ``any_kind`` either (secret keys as 64 bytes, public ones as 32)."""
+    from .. import sign  # cryptography loads only for commands that sign
+
+    if args.sign_type != "ed25519":
+        raise CommandError(f"signature type {args.sign_type!r} is not implemented")
+    texts = list(getattr(args, "keys", []) or getattr(args, "sign", []))
+    if args.keys_file:
+        texts += sign.parse_key_file(Path(args.keys_file).read_bytes())
+    if not texts:
+        raise CommandError("no keys given")
+    if any_kind:
+        return [sign.parse_ed25519_any_key(t) for t in texts]
+    parse = sign.parse_ed25519_public_key if public else sign.parse_ed25519_secret_key
+    return [parse(t) for t in texts]

@@ -20,7 +20,7 @@ from ..deltas import (
 )
 from ..errors import SignatureError
 from ..formats.delta import OP_COUNT_NAMES, delta_superblock_path
-from .common import CommandError, command, get_repo
+from .common import CommandError, command, ed25519_keys, get_repo
 from .progress import human_size
 
 
@@ -173,14 +173,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    keys: tuple[list[bytes], list[bytes]] | None
-    if args.keys or args.keys_file or args.keys_dir:
-        keys = _public_keys(args)
-    else:  # the system's key files, if there are any (as ostree: else no check)
-        keys = _public_keys(args)
-        if not keys[0]:
-            keys = None
-    apply_offline(get_repo(args), args.path, keys=keys)
+    keys = _public_keys(args)
+    # Without keys given, the system's key files if there are any (as ostree: else no check).
+    given = args.keys or args.keys_file or args.keys_dir
+    apply_offline(get_repo(args), args.path, keys=keys if given or keys[0] else None)
     return 0
 
 
@@ -205,9 +201,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         endianness = "B" if endianness == "l" else "l"
     sign_keys: list[bytes] = []
     if args.sign or args.keys_file:
-        from .sign_cmds import _ed25519_keys
-
-        sign_keys = _ed25519_keys(args, public=False)
+        sign_keys = ed25519_keys(args, public=False)
     opts = GenerateOptions(
         max_chunk_size=max(args.max_chunk_size, 1) * 1_000_000, inline=args.inline,
         bsdiff=not args.disable_bsdiff, max_bsdiff_size=args.max_bsdiff_size * 1_000_000,

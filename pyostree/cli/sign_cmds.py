@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from .. import gvariant as gv
@@ -12,7 +11,7 @@ from ..formats.objects import parse_metadata
 from ..formats.summary import Summary
 from ..gvtext import format_variant
 from ..verify import ED25519_KEY, GPG_KEY
-from .common import CommandError, command, get_repo, print_summary
+from .common import CommandError, command, ed25519_keys, get_repo, print_summary
 
 
 def register(sub: Any) -> None:
@@ -78,24 +77,6 @@ def cmd_gpg_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ed25519_keys(args: argparse.Namespace, public: bool, any_kind: bool = False) -> list[bytes]:
-    """The keys of the command line and ``--keys-file``: public or secret ones, or with
-    ``any_kind`` either (secret keys as 64 bytes, public ones as 32)."""
-    from .. import sign  # cryptography loads only for commands that sign
-
-    if args.sign_type != "ed25519":
-        raise CommandError(f"signature type {args.sign_type!r} is not implemented")
-    texts = list(getattr(args, "keys", []) or getattr(args, "sign", []))
-    if args.keys_file:
-        texts += sign.parse_key_file(Path(args.keys_file).read_bytes())
-    if not texts:
-        raise CommandError("no keys given")
-    if any_kind:
-        return [sign.parse_ed25519_any_key(t) for t in texts]
-    parse = sign.parse_ed25519_public_key if public else sign.parse_ed25519_secret_key
-    return [parse(t) for t in texts]
-
-
 def cmd_sign(args: argparse.Namespace) -> int:
     from .. import sign
     from ..signing import sign_commit
@@ -108,17 +89,17 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
         if args.verify:
             raise CommandError("--delete and --verify conflict")
-        keys = [sign.public_key_of(k) for k in _ed25519_keys(args, public=False, any_kind=True)]
+        keys = [sign.public_key_of(k) for k in ed25519_keys(args, public=False, any_kind=True)]
         print(f"Signatures deleted: {delete_ed25519_signatures(repo, csum, keys)}")
         return 0
     if args.verify:
         data = repo.load_metadata_bytes(ObjectType.COMMIT, csum)
         meta = repo.load_detached_metadata(csum) or {}
         sigs = list(meta.get(ED25519_KEY, gv.Variant("aay", [])).value)
-        sign.verify_ed25519(data, sigs, _ed25519_keys(args, public=True))
+        sign.verify_ed25519(data, sigs, ed25519_keys(args, public=True))
         print(f"Signature verified successfully with key of type {args.sign_type}")
         return 0
-    sign_commit(repo, csum, _ed25519_keys(args, public=False))
+    sign_commit(repo, csum, ed25519_keys(args, public=False))
     return 0
 
 
@@ -138,7 +119,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     repo = get_repo(args)
     if args.update:
         gpg_keys = [load_gpg_secret(args.gpg_homedir, k) for k in args.gpg_sign]
-        secrets = _ed25519_keys(args, public=False) if (args.sign or args.keys_file) else []
+        secrets = ed25519_keys(args, public=False) if (args.sign or args.keys_file) else []
         regenerate_summary(repo, gpg_keys=gpg_keys, ed25519_secrets=secrets,
                            extra_metadata=_metadata_args(args.add_metadata))
         return 0
