@@ -54,8 +54,9 @@ def user_xattrs_ok(directory: str | os.PathLike[str]) -> bool:
 
 @contextlib.contextmanager
 def local_dir(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path`` if it takes user xattrs, else a directory on the local disk (/var/tmp)."""
-    if user_xattrs_ok(tmp_path):
+    """``tmp_path`` if it takes user xattrs, else a directory on the local disk (/var/tmp)
+    when that takes them (else ``tmp_path`` still)."""
+    if user_xattrs_ok(tmp_path) or not user_xattrs_ok("/var/tmp"):
         yield tmp_path
         return
     work = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="pyostree-test-"))

@@ -31,6 +31,7 @@ from pyostree.repo import Repo
 from .corehelpers import (
     IS_ROOT,
     error_lines,
+    local_dir,
     make_tree,
     needs_ostree,
     ostree,
@@ -50,13 +51,8 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A module directory on a filesystem with user.* xattrs when one is available."""
-    base = tmp_path_factory.mktemp("commitopts")
-    if not user_xattrs_ok(base) and user_xattrs_ok("/var/tmp"):
-        base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="pyostree-commitopts-"))
+    with local_dir(tmp_path_factory.mktemp("commitopts")) as base:
         yield base
-        shutil.rmtree(base, ignore_errors=True)
-        return
-    yield base
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from pyostree.repo import Repo
 
 from .corehelpers import (
     IS_ROOT,
+    local_dir,
     make_tree,
     needs_ostree,
     ostree,
@@ -39,13 +40,8 @@ TS = "2024-03-04T05:06:07Z"
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A module directory on a filesystem with user.* xattrs when one is available."""
-    base = tmp_path_factory.mktemp("interop")
-    if not user_xattrs_ok(base) and user_xattrs_ok("/var/tmp"):
-        base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="pyostree-interop-"))
+    with local_dir(tmp_path_factory.mktemp("interop")) as base:
         yield base
-        shutil.rmtree(base, ignore_errors=True)
-        return
-    yield base
 
 
 @pytest.fixture(scope="module")
